@@ -1,0 +1,133 @@
+"""Architecture facts and reference state-dict parity, in both directions."""
+
+import pytest
+import torch
+
+from fastcycle.checkpoint import load_weights
+from fastcycle.errors import UserError
+from fastcycle.models import build_discriminator, build_generator
+from tests import reference
+
+CASES = [  # (facts entry, builder, kwargs, oracle)
+    ("G resnet_9blocks (norm=instance)", build_generator, dict(name="resnet_9blocks"),
+     lambda sd, x: reference.resnet_generator(sd, x, 9)),
+    ("G resnet_6blocks (norm=instance)", build_generator, dict(name="resnet_6blocks"),
+     lambda sd, x: reference.resnet_generator(sd, x, 6)),
+    ("G resnet_9blocks (norm=batch)", build_generator, dict(name="resnet_9blocks", norm="batch"),
+     lambda sd, x: reference.resnet_generator(sd, x, 9, norm="batch")),
+    ("D basic, n_layers=3 (norm=instance)", build_discriminator, dict(name="basic"),
+     reference.basic_discriminator),
+    ("D basic, n_layers=3 (norm=batch)", build_discriminator, dict(name="basic", norm="batch"),
+     lambda sd, x: reference.basic_discriminator(sd, x, norm="batch")),
+]  # fmt: skip
+IDS = [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize(("name", "build", "kw", "oracle"), CASES, ids=IDS)
+def test_parameter_count_and_state_dict_layout(name, build, kw, oracle):
+    net = build(**kw)
+    facts = reference.facts(name)
+    assert sum(p.numel() for p in net.parameters()) == facts["params"]
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == facts["state_dict"]
+
+
+def test_documented_parameter_counts():
+    assert sum(p.numel() for p in build_generator("resnet_9blocks").parameters()) == 11_378_179
+    assert sum(p.numel() for p in build_generator("resnet_6blocks").parameters()) == 7_837_699
+    assert sum(p.numel() for p in build_discriminator("basic").parameters()) == 2_764_737
+
+
+@pytest.mark.parametrize(("name", "build", "kw", "oracle"), CASES, ids=IDS)
+def test_reference_weights_load_and_match(name, build, kw, oracle):
+    """Reference -> fastcycle: a reference-layout state dict gives the reference's outputs."""
+    sd = reference.random_state_dict(name)
+    net = load_weights(build(**kw), sd, "reference").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        # fp32 on both sides with the same kernels; differences are summation-order rounding only.
+        torch.testing.assert_close(net(x), oracle(sd, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "build", "kw", "oracle"), CASES, ids=IDS)
+def test_fastcycle_weights_run_in_reference(name, build, kw, oracle, tmp_path):
+    """fastcycle -> reference: our state dict, saved as the reference saves it, is a reference state dict."""
+    torch.manual_seed(1)
+    net = build(**kw).eval()
+    path = tmp_path / "latest_net_G_A.pth"
+    torch.save(net.state_dict(), path)
+    sd = torch.load(path, weights_only=True)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(oracle(sd, x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_old_reference_instance_norm_statistics_are_dropped():
+    """PyTorch < 0.4 saved running stats for InstanceNorm; the reference's test.py patches them out."""
+    sd = reference.random_state_dict("G resnet_6blocks (norm=instance)")
+    stale = dict(sd)
+    for key in ("model.2", "model.10.conv_block.2", "model.20"):
+        stale[f"{key}.running_mean"] = torch.zeros(1)
+        stale[f"{key}.running_var"] = torch.ones(1)
+        stale[f"{key}.num_batches_tracked"] = torch.tensor(3)
+    stale = {f"module.{k}": v for k, v in stale.items()}  # as saved from DataParallel
+    net = load_weights(build_generator("resnet_6blocks"), stale, "old.pth").eval()
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference.resnet_generator(sd, x, 6), rtol=1e-4, atol=1e-5)
+
+
+def test_wrong_architecture_is_one_clear_error():
+    sd = reference.random_state_dict("G resnet_9blocks (norm=instance)")
+    with pytest.raises(UserError, match=r"does not fit this network: .*unexpected.*--netG"):
+        load_weights(build_generator("resnet_6blocks"), sd, "g.pth")
+    with pytest.raises(UserError, match="other shape"):
+        load_weights(build_generator("resnet_9blocks", ngf=32), sd, "g.pth")
+
+
+def test_architecture_details():
+    g = build_generator("resnet_6blocks", ngf=8)
+    mods = list(g.model)
+    assert isinstance(mods[0], torch.nn.ReflectionPad2d) and mods[0].padding == (3, 3, 3, 3)
+    assert isinstance(mods[-1], torch.nn.Tanh)
+    convt = [m for m in mods if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(convt) == 2 and all(m.output_padding == (1, 1) for m in convt)
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert norms and all(not m.affine and not m.track_running_stats for m in norms)
+    # bias only with instance norm (and on the last conv, which has no norm after it)
+    gb = build_generator("resnet_6blocks", ngf=8, norm="batch")
+    convs = [m for m in gb.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert [m.bias is not None for m in convs] == [False] * (len(convs) - 1) + [True]
+    gd = build_generator("resnet_6blocks", ngf=8, dropout=True)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in gd.modules()) == 6
+    x = torch.rand(2, 3, 36, 44) * 2 - 1
+    y = g(x)
+    assert y.shape == x.shape and y.abs().max() <= 1
+
+
+def test_n_layers_discriminator_receptive_field_shapes():
+    d = build_discriminator("n_layers", ndf=8, n_layers=5)
+    assert d(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 6, 6)
+    assert build_discriminator("basic", ndf=8)(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)
+
+
+@pytest.mark.parametrize("init_type", ["normal", "xavier", "kaiming", "orthogonal"])
+def test_init_types(init_type):
+    torch.manual_seed(0)
+    g = build_generator("resnet_6blocks", ngf=16, norm="batch", init_type=init_type, init_gain=0.02)
+    w = g.model[10].conv_block[1].weight
+    fan_in = w[0].numel()
+    expected_std = {"normal": 0.02, "xavier": 0.02 * (2 / (2 * fan_in)) ** 0.5,
+                    "kaiming": (2 / fan_in) ** 0.5, "orthogonal": None}[init_type]  # fmt: skip
+    if expected_std is not None:
+        # 147k samples: the empirical std is within 2% of the target with overwhelming probability.
+        assert abs(w.std().item() / expected_std - 1) < 0.02
+    bn = g.model[2]
+    assert abs(bn.weight.mean().item() - 1) < 0.01 and bn.bias.abs().max() == 0
+    assert all(m.bias is None or m.bias.abs().max() == 0 for m in g.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown generator"):
+        build_generator("resnet_5blocks")
+    with pytest.raises(ValueError, match="unknown norm"):
+        build_discriminator("basic", norm="group")
