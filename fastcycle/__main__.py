@@ -1,0 +1,3 @@
+from fastcycle.cli import main
+
+raise SystemExit(main())

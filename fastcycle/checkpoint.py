@@ -1,0 +1,121 @@
+"""Checkpoints: atomic full-state saves, safe loading, and the reference implementation's .pth files.
+
+A fastcycle checkpoint is one `torch.save` file holding the resolved config, the step counters, all
+network, EMA, optimizer, scheduler, scaler and pool states, and the RNG states. It is written to a
+temporary file, fsynced and renamed over the old one, so a crash never leaves a half-written
+checkpoint where a good one was. Loading uses `weights_only=True`: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastcycle.errors import UserError
+
+FORMAT = "fastcycle-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+# Reference checkpoints of InstanceNorm models made with PyTorch < 0.4 carry these; our norms have none.
+_STALE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to `path` such that `path` always holds either the old or the complete new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def safe_load(path: Path) -> Any:
+    """torch.load with weights_only=True, turning every failure into one UserError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a plain-tensor checkpoint and was refused ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable checkpoint (truncated or not a torch file: {first})") from None
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> Path:
+    path = Path(run_dir) / CHECKPOINT_NAME
+    atomic_save({"format": FORMAT, "version": VERSION, **state}, path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A fastcycle checkpoint file or run folder -> its state dict."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    state = safe_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a fastcycle training checkpoint")
+    if state.get("version") != VERSION:
+        raise UserError(f"{path} has checkpoint version {state.get('version')}; this fastcycle reads {VERSION}")
+    return state
+
+
+def clean_reference_state_dict(state_dict: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Adapt a reference (junyanz) state dict to `net`: strip DataParallel's `module.` prefix and drop
+    the InstanceNorm running statistics that old PyTorch versions saved."""
+    own = net.state_dict()
+    cleaned = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if key not in own and key.rsplit(".", 1)[-1] in _STALE_NORM_KEYS:
+            owner = net.get_submodule(key.rsplit(".", 1)[0]) if "." in key else None
+            if isinstance(owner, nn.InstanceNorm2d):
+                continue
+        cleaned[key] = value
+    return cleaned
+
+
+def load_weights(net: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """load_state_dict(strict) with a one-line error naming what does not match."""
+    try:
+        state_dict = clean_reference_state_dict(state_dict, net)
+    except AttributeError:
+        pass  # a key naming a module we do not have: reported by the strict load below
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of other shape (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+        raise UserError(
+            f"{source} does not fit this network: {', '.join(parts)}; check --netG/--ngf/--norm/--dropout"
+        )
+    net.load_state_dict(state_dict)
+    return net

@@ -1,0 +1,110 @@
+"""The `fastcycle` command. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+from fastcycle.config import PRESETS, apply_overrides, field_index, flag, validate
+from fastcycle.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train a CycleGAN (no --data: the built-in demo)",
+                       description="Train a CycleGAN. Flags are the reference's options in kebab-case.")  # fmt: skip
+    p.add_argument("--preset", choices=tuple(PRESETS), default=argparse.SUPPRESS,
+                   help="starting configuration (default: demo without --data, cyclegan with it)")  # fmt: skip
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, (section, f) in field_index().items():
+        g = groups.setdefault(section, p.add_argument_group(section))
+        kw = dict(default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
+        if f.type == "bool":
+            action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
+            g.add_argument(flag(name), action=action, **kw)
+        else:
+            typ = {"int": int, "float": float}.get(str(f.type), str)
+            g.add_argument(flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw)
+    return p
+
+
+def _translate_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("translate", help="translate a folder of images with a trained generator")
+    p.add_argument("--checkpoint", required=True, help="fastcycle run folder or checkpoint, or a reference .pth")
+    p.add_argument("--input", required=True, help="folder of images to translate (searched recursively)")
+    p.add_argument("--output", required=True, help="folder for the translations (PNG, same relative names)")
+    p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+    p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
+    ref = p.add_argument_group("architecture of a reference .pth (fastcycle checkpoints carry their own)")
+    ref.add_argument("--netG", default="resnet_9blocks", choices=("resnet_9blocks", "resnet_6blocks"))
+    ref.add_argument("--ngf", type=int, default=64)
+    ref.add_argument("--norm", default="instance", choices=("instance", "batch", "none"))
+    ref.add_argument("--dropout", action="store_true", help="the .pth was trained with dropout")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastcycle", description="Fast CycleGAN training and inference.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _train_parser(sub)
+    _translate_parser(sub)
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        option = next((u for u in unknown if u.startswith("-")), unknown[0])
+        known = [o for a in parser._subparsers._group_actions[0].choices[args.command]._actions
+                 for o in a.option_strings]  # fmt: skip
+        close = difflib.get_close_matches(option.split("=")[0], known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UserError(f"unknown option {option} for `fastcycle {args.command}`{hint}")
+    return args
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
+    preset = getattr(args, "preset", "cyclegan" if overrides.get("data") else "demo")
+    cfg = validate(apply_overrides(PRESETS[preset](), overrides))
+    train(cfg)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from fastcycle.train.runtime import resolve_device, resolve_precision
+    from fastcycle.translate import load_generator, translate_folder
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.amp, "auto", device)
+    net = load_generator(args.checkpoint, args.direction, args.netG, args.ngf, args.norm, args.dropout)
+    report = translate_folder(net, args.input, args.output, device, args.batch_size, precision.dtype, args.workers)
+    for path in report.skipped:
+        print(f"skipped unreadable image {path}", file=sys.stderr)
+    rate = report.written / max(report.seconds, 1e-9)
+    print(f"translated {report.written} images to {args.output} ({rate:.1f} images/s on {device}, "
+          f"{precision.note.removeprefix('precision: ')}); skipped {len(report.skipped)}")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parse(build_parser(), argv)
+        return {"train": cmd_train, "translate": cmd_translate}[args.command](args)
+    except UserError as e:
+        print(f"fastcycle: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastcycle: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,157 @@
+"""The training loop: data -> step -> (logging, samples, checkpoints), resumable at any step."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from fastcycle.config import TrainConfig, validate
+from fastcycle.data import demo
+from fastcycle.data.loader import build_train_data, to_device
+from fastcycle.errors import UserError
+from fastcycle.train.runtime import resolve_device, resolve_precision
+from fastcycle.train.samples import save_sample_grid
+from fastcycle.train.step import LOSS_NAMES, CycleGAN
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    losses: list[dict] = field(default_factory=list)  # every logged metrics line
+    demo_psnr: tuple[float, float] | None = None  # (translated, untranslated) dB, demo runs only
+
+
+def log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    validate(cfg)
+    rt, run = cfg.runtime, cfg.run
+    run_dir = Path(run.out or Path("runs") / run.name)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not run.resume:
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --out NEW_DIR")
+    if run.resume and not checkpoint_path.exists():
+        raise UserError(f"--resume: no checkpoint in {run_dir}; start without --resume or fix --out")
+    device = resolve_device(rt.device)
+    precision = resolve_precision(rt.amp, rt.amp_dtype, device)
+
+    state = None
+    if run.resume:
+        state = load_checkpoint(checkpoint_path)
+        saved = state["config"]
+        for key in ("model", "loss"):  # the networks and objective of a run cannot change mid-run
+            if saved[key] != getattr(cfg, key).__dict__:
+                raise UserError(f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})")
+
+    data_root = cfg.data.data
+    if data_root is None:
+        data_root = demo.build(run_dir / "demo_data")
+        log(f"data: built-in demo ({demo.DESCRIPTION}) in {data_root}")
+    data_cfg = type(cfg.data)(**{**cfg.data.__dict__, "data": str(data_root)})
+    data = build_train_data(data_cfg, cfg.optim.batch_size, rt.seed, device)
+    if data.steps_per_epoch == 0:
+        raise UserError(f"--batch-size {cfg.optim.batch_size} exceeds the dataset's {len(data.dataset)} pairs")
+
+    model = CycleGAN(cfg, device, precision)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        _set_rng_state(state["rng"], device)
+        step = state["step"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    n_epochs = cfg.optim.n_epochs + cfg.optim.n_epochs_decay
+    total = n_epochs * data.steps_per_epoch
+    if run.max_steps:
+        total = min(total, run.max_steps)
+    n = sum(p.numel() for p in model.G_AB.parameters())
+    log(f"device: {device} | {precision.note} | G {cfg.model.netG} ({n:,} params) | "
+        f"{len(data.dataset)} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps")  # fmt: skip
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, {"config": cfg.to_dict(), "step": step, "model": model.state_dict(),
+                                  "rng": _rng_state(device)})  # fmt: skip
+
+    sample_batch = None
+    result = TrainResult(run_dir, step)
+    metrics = (run_dir / "metrics.jsonl").open("a")
+    bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, file=sys.stderr, disable=None)
+    skipped_seen: set[str] = set()
+    t_last, step_last = time.perf_counter(), step
+    try:
+        while step < total:
+            epoch, in_epoch = divmod(step, data.steps_per_epoch)
+            for batch in data.epoch(epoch, start_step=in_epoch):
+                for path in batch["skipped"]:
+                    if path not in skipped_seen:
+                        skipped_seen.add(path)
+                        log(f"skipped unreadable image {path}")
+                real_A = to_device(batch["A"], device, rt.channels_last)
+                real_B = to_device(batch["B"], device, rt.channels_last)
+                if sample_batch is None:
+                    sample_batch = (real_A[:4].clone(), real_B[:4].clone())
+                losses = model.train_step(real_A, real_B)
+                step += 1
+                bar.update(1)
+                if step % run.log_every == 0 or step == total:
+                    # .tolist() is the only host-device sync of the loop, once per log line.
+                    values = torch.stack([losses[k] for k in LOSS_NAMES if k in losses]).tolist()
+                    line = dict(zip([k for k in LOSS_NAMES if k in losses], values, strict=True))
+                    now = time.perf_counter()
+                    pairs_per_s = (step - step_last) * cfg.optim.batch_size / (now - t_last)
+                    t_last, step_last = now, step
+                    if not all(math.isfinite(v) for v in values):
+                        raise RuntimeError(f"non-finite loss at step {step}: {line}")
+                    record = {"step": step, "epoch": epoch, "lr": model.opt_G.param_groups[0]["lr"],
+                              "pairs_per_s": round(pairs_per_s, 3), **{k: round(v, 5) for k, v in line.items()}}  # fmt: skip
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    result.losses.append(record)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()} | {"pairs/s": f"{pairs_per_s:.1f}"})
+                end_of_epoch = step % data.steps_per_epoch == 0
+                if end_of_epoch:
+                    model.end_epoch()  # the reference's per-epoch LR policy
+                if run.sample_every and step % run.sample_every == 0:
+                    save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
+                if step % run.save_every == 0 or end_of_epoch or step == total:
+                    checkpoint()
+                if step >= total:
+                    break
+    finally:
+        bar.close()
+        metrics.close()
+    if sample_batch is not None:
+        save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
+    if skipped_seen:
+        log(f"skipped {len(skipped_seen)} unreadable image(s); see the lines above")
+    result.step = step
+    log(f"done: {step} steps; checkpoint {checkpoint_path}")
+    if cfg.data.data is None:
+        result.demo_psnr = demo.evaluate(model.generator("AtoB"), Path(data_root), device, precision)
+        log(demo.psnr_line(*result.demo_psnr))
+    return result

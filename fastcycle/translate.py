@@ -1,0 +1,177 @@
+"""Translate a folder of images with a trained generator (the reference's test.py, streaming).
+
+Decode runs in a thread pool ahead of the model and PNG encoding in another behind it, each through a
+bounded window, so memory stays flat on folders of any size while the device stays busy.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, safe_load
+from fastcycle.config import TrainConfig
+from fastcycle.data.folders import list_images, load_rgb, save_image
+from fastcycle.data.transforms import to_model_range, to_uint8
+from fastcycle.errors import UserError
+from fastcycle.models import build_generator
+
+DIRECTIONS = ("AtoB", "BtoA")
+# The reference's run folders name the A -> B generator G_A and the B -> A one G_B.
+_REFERENCE_FILES = {"AtoB": "latest_net_G_A.pth", "BtoA": "latest_net_G_B.pth"}
+
+
+def load_generator(
+    source: str | Path,
+    direction: str = "AtoB",
+    netG: str = "resnet_9blocks",
+    ngf: int = 64,
+    norm: str = "instance",
+    dropout: bool = False,
+) -> nn.Module:
+    """A generator in eval mode from a fastcycle run folder or checkpoint, a reference run folder, or a
+    reference `.pth` generator state dict (whose architecture the keyword arguments describe)."""
+    if direction not in DIRECTIONS:
+        raise UserError(f"--direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
+    path = Path(source)
+    if path.is_dir():
+        if (path / CHECKPOINT_NAME).exists():
+            path = path / CHECKPOINT_NAME
+        elif (path / _REFERENCE_FILES[direction]).exists():
+            path = path / _REFERENCE_FILES[direction]
+        else:
+            raise UserError(f"{source} holds neither {CHECKPOINT_NAME} nor {_REFERENCE_FILES[direction]}")
+    obj = safe_load(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        state = load_checkpoint(path)
+        m = TrainConfig.from_dict(state["config"]).model
+        net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout)
+        name = "G_AB" if direction == "AtoB" else "G_BA"
+        # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
+        weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
+        load_weights(net, weights, f"{path} ({name})")
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        net = build_generator(netG, ngf=ngf, norm=norm, dropout=dropout)
+        load_weights(net, obj, str(path))
+    else:
+        raise UserError(f"{path} is neither a fastcycle checkpoint nor a generator state dict")
+    return net.eval().requires_grad_(False)
+
+
+@dataclass
+class TranslateReport:
+    written: int
+    skipped: list[str]
+    seconds: float
+
+
+def output_path(src: Path, input_dir: Path, output_dir: Path) -> Path:
+    """input/sub/x.jpg -> output/sub/x.png (PNG: translations are not re-compressed lossily)."""
+    return (output_dir / src.relative_to(input_dir)).with_suffix(".png")
+
+
+def _decode(path: Path) -> np.ndarray | None:
+    try:
+        return np.asarray(load_rgb(path))  # (H, W, 3) uint8
+    except OSError:
+        return None
+
+
+@torch.no_grad()
+def _run(net: nn.Module, images: list[np.ndarray], device: torch.device, amp_dtype) -> list[np.ndarray]:
+    """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size."""
+    h, w = images[0].shape[:2]
+    x = torch.from_numpy(np.stack(images)).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
+    # The generator needs sides divisible by 4: reflect-pad up, translate, crop back (no resampling).
+    ph, pw = -h % 4, -w % 4
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        y = net(x)[:, :, :h, :w]
+    return list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def translate_folder(
+    net: nn.Module,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    device: torch.device,
+    batch_size: int = 8,
+    amp_dtype: torch.dtype | None = None,
+    workers: int = 4,
+) -> TranslateReport:
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise UserError(f"input folder {input_dir} does not exist")
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {batch_size}")
+    src, dst = input_dir.resolve(), output_dir.resolve()
+    if dst == src or src in dst.parents:
+        raise UserError(f"output folder {output_dir} is inside the input folder; choose one outside {input_dir}")
+    files = list_images(input_dir)
+    if not files:
+        raise UserError(f"{input_dir} holds no images")
+    outputs: dict[Path, Path] = {}
+    for f in files:
+        clash = outputs.setdefault(output_path(f, input_dir, output_dir), f)
+        if clash != f:
+            raise UserError(f"{clash} and {f} would both be written as {outputs[output_path(f, input_dir, output_dir)]}; rename one")
+    net = net.to(device)
+    skipped: list[str] = []
+    written = 0
+    t0 = time.perf_counter()
+    window = max(2 * batch_size, 2 * workers)  # decoded-ahead images held at most
+    with ThreadPoolExecutor(workers) as decode_pool, ThreadPoolExecutor(workers) as encode_pool:
+        pending: deque[tuple[Path, Future]] = deque()
+        writes: deque[Future] = deque()
+        todo = iter(files)
+        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+        def refill() -> None:
+            while len(pending) < window:
+                path = next(todo, None)
+                if path is None:
+                    return
+                pending.append((path, decode_pool.submit(_decode, path)))
+
+        def flush(paths: list[Path], images: list[np.ndarray]) -> None:
+            nonlocal written
+            for path, out in zip(paths, _run(net, images, device, amp_dtype), strict=True):
+                writes.append(encode_pool.submit(save_image, out, output_path(path, input_dir, output_dir)))
+            while len(writes) > window:
+                writes.popleft().result()
+            written += len(paths)
+            bar.update(len(paths))
+
+        refill()
+        paths, images = [], []
+        while pending:
+            path, fut = pending.popleft()
+            refill()
+            img = fut.result()
+            if img is None:
+                skipped.append(str(path))
+                bar.update(1)
+                continue
+            if images and (img.shape != images[0].shape or len(images) == batch_size):
+                flush(paths, images)
+                paths, images = [], []
+            paths.append(path)
+            images.append(img)
+        if images:
+            flush(paths, images)
+        for fut in writes:
+            fut.result()
+        bar.close()
+    return TranslateReport(written, skipped, time.perf_counter() - t0)

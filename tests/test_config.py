@@ -1,0 +1,55 @@
+import pytest
+
+from fastcycle.config import PRESETS, TrainConfig, apply_overrides, cyclegan, validate
+from fastcycle.errors import UserError
+
+
+def test_defaults_are_the_papers():
+    cfg = cyclegan()
+    assert (cfg.model.netG, cfg.model.netD, cfg.model.ngf, cfg.model.ndf) == ("resnet_9blocks", "basic", 64, 64)
+    assert (cfg.loss.gan_mode, cfg.loss.lambda_A, cfg.loss.lambda_B, cfg.loss.lambda_identity) == ("lsgan", 10, 10, 0.5)
+    assert (cfg.loss.pool_size, cfg.optim.lr, cfg.optim.beta1) == (50, 2e-4, 0.5)
+    assert (cfg.optim.n_epochs, cfg.optim.n_epochs_decay, cfg.optim.batch_size) == (100, 100, 1)
+    assert (cfg.data.preprocess, cfg.data.load_size, cfg.data.crop_size) == ("resize_and_crop", 286, 256)
+    assert (cfg.model.norm, cfg.model.init_type, cfg.model.init_gain, cfg.model.dropout) == ("instance", "normal", 0.02, False)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_validate_and_round_trip(preset):
+    cfg = validate(PRESETS[preset]())
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_overrides_set_fields_and_coerce_ints_to_floats():
+    cfg = apply_overrides(cyclegan(), {"lambda_A": 5, "crop_size": 128, "amp": True})
+    assert cfg.loss.lambda_A == 5.0 and isinstance(cfg.loss.lambda_A, float)
+    assert cfg.data.crop_size == 128 and cfg.runtime.amp is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lamda_A": 1.0}, r"unknown option --lamda-A; did you mean --lambda-A\?"),
+        ({"crop_size": "big"}, "--crop-size expects int"),
+        ({"amp": 1}, "--amp expects bool"),
+        ({"crop_size": 300}, "--crop-size 300 is larger than --load-size 286"),
+        ({"crop_size": 254, "load_size": 300}, "not a multiple of 4"),
+        ({"batch_size": 0}, "--batch-size must be positive"),
+        ({"lambda_identity": -1.0}, "--lambda-identity must be >= 0"),
+        ({"norm": "layer"}, "--norm 'layer' is not one of"),
+        ({"beta1": 1.0}, r"--beta1 must be in \[0, 1\)"),
+        ({"lr": float("nan")}, "--lr must be a finite number"),
+    ],
+)
+def test_bad_values_get_one_clear_message(overrides, message):
+    with pytest.raises(UserError, match=message):
+        validate(apply_overrides(cyclegan(), overrides))
+
+
+def test_from_dict_rejects_unknown_sections_and_keys():
+    d = cyclegan().to_dict()
+    with pytest.raises(UserError, match="unknown config section"):
+        TrainConfig.from_dict({**d, "extra": {}})
+    d["model"]["ngf_typo"] = 3
+    with pytest.raises(UserError, match="unknown option --ngf-typo"):
+        TrainConfig.from_dict(d)
