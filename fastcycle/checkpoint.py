@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,20 @@ def safe_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a plain-tensor checkpoint and was refused ({first})") from None
+        # torch reports both a pickle that imports code and plain garbage as UnpicklingError; only
+        # the former names a GLOBAL (e.g. "GLOBAL posix.system").
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if code:
+            raise UserError(
+                f"{path} was refused: it would import {code.group(1)}, and fastcycle loads only plain-tensor "
+                "checkpoints (weights_only); re-save its state_dict() from a trusted source"
+            ) from None
+        raise UserError(f"{path} is not a readable checkpoint (corrupt, or not a torch.save file)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable checkpoint (truncated or not a torch file: {first})") from None
+        raise UserError(
+            f"{path} is not a readable checkpoint (truncated or not a torch file: {first})"
+        ) from None
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
@@ -76,31 +86,32 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a fastcycle training checkpoint")
     if state.get("version") != VERSION:
-        raise UserError(f"{path} has checkpoint version {state.get('version')}; this fastcycle reads {VERSION}")
+        raise UserError(
+            f"{path} has checkpoint version {state.get('version')}; this fastcycle reads {VERSION}"
+        )
     return state
 
 
-def clean_reference_state_dict(state_dict: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+def clean_reference_state_dict(
+    state_dict: dict[str, torch.Tensor], net: nn.Module
+) -> dict[str, torch.Tensor]:
     """Adapt a reference (junyanz) state dict to `net`: strip DataParallel's `module.` prefix and drop
     the InstanceNorm running statistics that old PyTorch versions saved."""
     own = net.state_dict()
+    norms = {name for name, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d)}
     cleaned = {}
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
-        if key not in own and key.rsplit(".", 1)[-1] in _STALE_NORM_KEYS:
-            owner = net.get_submodule(key.rsplit(".", 1)[0]) if "." in key else None
-            if isinstance(owner, nn.InstanceNorm2d):
-                continue
+        owner, _, leaf = key.rpartition(".")
+        if key not in own and leaf in _STALE_NORM_KEYS and owner in norms:
+            continue
         cleaned[key] = value
     return cleaned
 
 
 def load_weights(net: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
     """load_state_dict(strict) with a one-line error naming what does not match."""
-    try:
-        state_dict = clean_reference_state_dict(state_dict, net)
-    except AttributeError:
-        pass  # a key naming a module we do not have: reported by the strict load below
+    state_dict = clean_reference_state_dict(state_dict, net)
     own = net.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -113,7 +124,8 @@ def load_weights(net: nn.Module, state_dict: dict[str, torch.Tensor], source: st
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} of other shape (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+            theirs, ours = tuple(state_dict[k].shape), tuple(own[k].shape)
+            parts.append(f"{len(wrong)} of other shape (e.g. {k}: {theirs} vs {ours})")
         raise UserError(
             f"{source} does not fit this network: {', '.join(parts)}; check --netG/--ngf/--norm/--dropout"
         )

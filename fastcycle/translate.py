@@ -118,15 +118,18 @@ def translate_folder(
         raise UserError(f"--batch-size must be positive, got {batch_size}")
     src, dst = input_dir.resolve(), output_dir.resolve()
     if dst == src or src in dst.parents:
-        raise UserError(f"output folder {output_dir} is inside the input folder; choose one outside {input_dir}")
+        raise UserError(
+            f"output folder {output_dir} is inside the input folder; choose one outside {input_dir}"
+        )
     files = list_images(input_dir)
     if not files:
         raise UserError(f"{input_dir} holds no images")
     outputs: dict[Path, Path] = {}
     for f in files:
-        clash = outputs.setdefault(output_path(f, input_dir, output_dir), f)
+        out = output_path(f, input_dir, output_dir)
+        clash = outputs.setdefault(out, f)
         if clash != f:
-            raise UserError(f"{clash} and {f} would both be written as {outputs[output_path(f, input_dir, output_dir)]}; rename one")
+            raise UserError(f"{clash} and {f} would both be written as {out}; rename one")
     net = net.to(device)
     skipped: list[str] = []
     written = 0
