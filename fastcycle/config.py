@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastcycle.errors import UserError
-from fastcycle.models import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
 
+# Names of the architecture choices. They live here, not in fastcycle.models, so that the config and
+# the CLI (`fastcycle --help`) load without importing torch; the models check their inputs against them.
+GENERATORS = ("resnet_9blocks", "resnet_6blocks")
+DISCRIMINATORS = ("basic", "n_layers")
+NORMS = ("instance", "batch", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla")
 AMP_DTYPES = ("auto", "bf16", "fp16")
@@ -26,7 +31,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    netG: str = _f("resnet_9blocks", "generator architecture", choices=tuple(GENERATORS))
+    netG: str = _f("resnet_9blocks", "generator architecture", choices=GENERATORS)
     netD: str = _f("basic", "discriminator: basic (70x70 PatchGAN) or n_layers", choices=DISCRIMINATORS)
     ngf: int = _f(64, "generator filters in the first conv layer")
     ndf: int = _f(64, "discriminator filters in the first conv layer")
@@ -174,16 +179,33 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag(name)} must be a finite number, got {value}")
     m, d, lo, o, r = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.run
-    positive = {"ngf": m.ngf, "ndf": m.ndf, "n_layers_D": m.n_layers_D, "load_size": d.load_size,
-                "crop_size": d.crop_size, "batch_size": o.batch_size, "lr": o.lr, "log_every": r.log_every,
-                "save_every": r.save_every, "n_epochs": o.n_epochs}  # fmt: skip
+    positive = {
+        "ngf": m.ngf,
+        "ndf": m.ndf,
+        "n_layers_D": m.n_layers_D,
+        "load_size": d.load_size,
+        "crop_size": d.crop_size,
+        "batch_size": o.batch_size,
+        "lr": o.lr,
+        "log_every": r.log_every,
+        "save_every": r.save_every,
+        "n_epochs": o.n_epochs,
+    }
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"{flag(name)} must be positive, got {value}")
-    non_negative = {"n_epochs_decay": o.n_epochs_decay, "lambda_A": lo.lambda_A, "lambda_B": lo.lambda_B,
-                    "lambda_identity": lo.lambda_identity, "pool_size": lo.pool_size, "max_steps": r.max_steps,
-                    "sample_every": r.sample_every, "num_workers": d.num_workers, "init_gain": m.init_gain,
-                    "max_dataset_size": d.max_dataset_size}  # fmt: skip
+    non_negative = {
+        "n_epochs_decay": o.n_epochs_decay,
+        "lambda_A": lo.lambda_A,
+        "lambda_B": lo.lambda_B,
+        "lambda_identity": lo.lambda_identity,
+        "pool_size": lo.pool_size,
+        "max_steps": r.max_steps,
+        "sample_every": r.sample_every,
+        "num_workers": d.num_workers,
+        "init_gain": m.init_gain,
+        "max_dataset_size": d.max_dataset_size,
+    }
     for name, value in non_negative.items():
         if value < 0:
             raise UserError(f"{flag(name)} must be >= 0, got {value}")

@@ -22,8 +22,15 @@ def facts(name: str) -> dict:
 def _norm(x, sd, key, norm):
     if norm == "instance":
         return F.instance_norm(x, eps=1e-5)
-    return F.batch_norm(x, sd[f"{key}.running_mean"], sd[f"{key}.running_var"], sd[f"{key}.weight"],
-                        sd[f"{key}.bias"], training=False, eps=1e-5)  # fmt: skip
+    return F.batch_norm(
+        x,
+        sd[f"{key}.running_mean"],
+        sd[f"{key}.running_var"],
+        sd[f"{key}.weight"],
+        sd[f"{key}.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _conv(x, sd, key, **kw):
@@ -43,7 +50,9 @@ def resnet_generator(sd: dict, x: torch.Tensor, n_blocks: int, norm: str = "inst
     i = 10 + n_blocks
     for j in (i, i + 3):
         k = f"model.{j}"
-        x = F.conv_transpose2d(x, sd[f"{k}.weight"], sd.get(f"{k}.bias"), stride=2, padding=1, output_padding=1)
+        x = F.conv_transpose2d(
+            x, sd[f"{k}.weight"], sd.get(f"{k}.bias"), stride=2, padding=1, output_padding=1
+        )
         x = F.relu(_norm(x, sd, f"model.{j + 1}", norm))
     x = _conv(F.pad(x, (3,) * 4, mode="reflect"), sd, f"model.{i + 7}")
     return torch.tanh(x)
@@ -52,7 +61,11 @@ def resnet_generator(sd: dict, x: torch.Tensor, n_blocks: int, norm: str = "inst
 def basic_discriminator(sd: dict, x: torch.Tensor, norm: str = "instance") -> torch.Tensor:
     """Reference NLayerDiscriminator(n_layers=3) forward from its state dict."""
     x = F.leaky_relu(_conv(x, sd, "model.0", stride=2, padding=1), 0.2)
-    for conv, nrm, stride in (("model.2", "model.3", 2), ("model.5", "model.6", 2), ("model.8", "model.9", 1)):
+    for conv, nrm, stride in (
+        ("model.2", "model.3", 2),
+        ("model.5", "model.6", 2),
+        ("model.8", "model.9", 1),
+    ):
         x = F.leaky_relu(_norm(_conv(x, sd, conv, stride=stride, padding=1), sd, nrm, norm), 0.2)
     return _conv(x, sd, "model.11", stride=1, padding=1)
 

@@ -6,12 +6,27 @@ from fastcycle.errors import UserError
 
 def test_defaults_are_the_papers():
     cfg = cyclegan()
-    assert (cfg.model.netG, cfg.model.netD, cfg.model.ngf, cfg.model.ndf) == ("resnet_9blocks", "basic", 64, 64)
-    assert (cfg.loss.gan_mode, cfg.loss.lambda_A, cfg.loss.lambda_B, cfg.loss.lambda_identity) == ("lsgan", 10, 10, 0.5)
+    assert (cfg.model.netG, cfg.model.netD, cfg.model.ngf, cfg.model.ndf) == (
+        "resnet_9blocks",
+        "basic",
+        64,
+        64,
+    )
+    assert (cfg.loss.gan_mode, cfg.loss.lambda_A, cfg.loss.lambda_B, cfg.loss.lambda_identity) == (
+        "lsgan",
+        10,
+        10,
+        0.5,
+    )
     assert (cfg.loss.pool_size, cfg.optim.lr, cfg.optim.beta1) == (50, 2e-4, 0.5)
     assert (cfg.optim.n_epochs, cfg.optim.n_epochs_decay, cfg.optim.batch_size) == (100, 100, 1)
     assert (cfg.data.preprocess, cfg.data.load_size, cfg.data.crop_size) == ("resize_and_crop", 286, 256)
-    assert (cfg.model.norm, cfg.model.init_type, cfg.model.init_gain, cfg.model.dropout) == ("instance", "normal", 0.02, False)
+    assert (cfg.model.norm, cfg.model.init_type, cfg.model.init_gain, cfg.model.dropout) == (
+        "instance",
+        "normal",
+        0.02,
+        False,
+    )
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -9,17 +9,37 @@ from fastcycle.models import build_discriminator, build_generator
 from tests import reference
 
 CASES = [  # (facts entry, builder, kwargs, oracle)
-    ("G resnet_9blocks (norm=instance)", build_generator, dict(name="resnet_9blocks"),
-     lambda sd, x: reference.resnet_generator(sd, x, 9)),
-    ("G resnet_6blocks (norm=instance)", build_generator, dict(name="resnet_6blocks"),
-     lambda sd, x: reference.resnet_generator(sd, x, 6)),
-    ("G resnet_9blocks (norm=batch)", build_generator, dict(name="resnet_9blocks", norm="batch"),
-     lambda sd, x: reference.resnet_generator(sd, x, 9, norm="batch")),
-    ("D basic, n_layers=3 (norm=instance)", build_discriminator, dict(name="basic"),
-     reference.basic_discriminator),
-    ("D basic, n_layers=3 (norm=batch)", build_discriminator, dict(name="basic", norm="batch"),
-     lambda sd, x: reference.basic_discriminator(sd, x, norm="batch")),
-]  # fmt: skip
+    (
+        "G resnet_9blocks (norm=instance)",
+        build_generator,
+        dict(name="resnet_9blocks"),
+        lambda sd, x: reference.resnet_generator(sd, x, 9),
+    ),
+    (
+        "G resnet_6blocks (norm=instance)",
+        build_generator,
+        dict(name="resnet_6blocks"),
+        lambda sd, x: reference.resnet_generator(sd, x, 6),
+    ),
+    (
+        "G resnet_9blocks (norm=batch)",
+        build_generator,
+        dict(name="resnet_9blocks", norm="batch"),
+        lambda sd, x: reference.resnet_generator(sd, x, 9, norm="batch"),
+    ),
+    (
+        "D basic, n_layers=3 (norm=instance)",
+        build_discriminator,
+        dict(name="basic"),
+        reference.basic_discriminator,
+    ),
+    (
+        "D basic, n_layers=3 (norm=batch)",
+        build_discriminator,
+        dict(name="basic", norm="batch"),
+        lambda sd, x: reference.basic_discriminator(sd, x, norm="batch"),
+    ),
+]
 IDS = [c[0] for c in CASES]
 
 
@@ -116,14 +136,20 @@ def test_init_types(init_type):
     g = build_generator("resnet_6blocks", ngf=16, norm="batch", init_type=init_type, init_gain=0.02)
     w = g.model[10].conv_block[1].weight
     fan_in = w[0].numel()
-    expected_std = {"normal": 0.02, "xavier": 0.02 * (2 / (2 * fan_in)) ** 0.5,
-                    "kaiming": (2 / fan_in) ** 0.5, "orthogonal": None}[init_type]  # fmt: skip
+    expected_std = {
+        "normal": 0.02,
+        "xavier": 0.02 * (2 / (2 * fan_in)) ** 0.5,
+        "kaiming": (2 / fan_in) ** 0.5,
+        "orthogonal": None,
+    }[init_type]
     if expected_std is not None:
         # 147k samples: the empirical std is within 2% of the target with overwhelming probability.
         assert abs(w.std().item() / expected_std - 1) < 0.02
     bn = g.model[2]
     assert abs(bn.weight.mean().item() - 1) < 0.01 and bn.bias.abs().max() == 0
-    assert all(m.bias is None or m.bias.abs().max() == 0 for m in g.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(
+        m.bias is None or m.bias.abs().max() == 0 for m in g.modules() if isinstance(m, torch.nn.Conv2d)
+    )
 
 
 def test_unknown_names_are_rejected():

@@ -1,5 +1,6 @@
 """Losses, the image pool and the LR policy against their definitions."""
 
+import itertools
 import math
 
 import pytest
@@ -70,7 +71,7 @@ def test_linear_policy(n_epochs, n_decay):
     factors = [linear_factor(e, n_epochs, n_decay) for e in range(n_epochs + n_decay)]
     assert factors[:n_epochs] == [1.0] * n_epochs
     decay = factors[n_epochs:]
-    assert all(b < a for a, b in zip(decay, decay[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(decay))
     steps = [a - b for a, b in zip(factors[n_epochs - 1 :], decay, strict=False)]
     assert all(math.isclose(s, 1 / (n_decay + 1)) for s in steps)  # linear
     assert math.isclose(decay[-1], 1 / (n_decay + 1))  # one more step would reach 0

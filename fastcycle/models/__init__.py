@@ -2,13 +2,13 @@
 
 from torch import nn
 
+from fastcycle.config import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
 from fastcycle.models.discriminators import NLayerDiscriminator
 from fastcycle.models.generators import ResnetBlock, ResnetGenerator
-from fastcycle.models.init import INIT_TYPES, init_weights
-from fastcycle.models.norms import NORMS
+from fastcycle.models.init import init_weights
 
-GENERATORS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # name -> residual blocks
-DISCRIMINATORS = ("basic", "n_layers")
+N_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # generator name -> residual blocks
+assert tuple(N_BLOCKS) == GENERATORS
 
 __all__ = [
     "DISCRIMINATORS",
@@ -39,7 +39,7 @@ def build_generator(
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=GENERATORS[name])
+    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name])
     return init_weights(net, init_type, init_gain)
 
 

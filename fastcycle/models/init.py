@@ -2,11 +2,11 @@
 
 from torch import nn
 
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+from fastcycle.config import INIT_TYPES
 
 
 def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
-    """Conv/Linear weights from `init_type` with `init_gain`, biases 0; BatchNorm weight N(1, gain), bias 0."""
+    """Conv/Linear weights from `init_type` scaled by `init_gain`, biases 0; BatchNorm weight N(1, gain)."""
     if init_type not in INIT_TYPES:
         raise ValueError(f"unknown init type {init_type!r}; choose one of {', '.join(INIT_TYPES)}")
 

@@ -4,7 +4,7 @@ import functools
 
 from torch import nn
 
-NORMS = ("instance", "batch", "none")
+from fastcycle.config import NORMS
 
 
 def get_norm_layer(norm: str):
