@@ -43,8 +43,12 @@ class ImagePool:
 
     def state_dict(self) -> dict:
         images = None if self.images is None else self.images[: self.num_imgs].clone()
-        return {"pool_size": self.pool_size, "num_imgs": self.num_imgs, "images": images,
-                "rng": self.rng.getstate()}  # fmt: skip
+        return {
+            "pool_size": self.pool_size,
+            "num_imgs": self.num_imgs,
+            "images": images,
+            "rng": self.rng.getstate(),
+        }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         self.num_imgs = state["num_imgs"]

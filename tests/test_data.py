@@ -65,7 +65,9 @@ def test_odd_image_modes_are_converted(tmp_path):
     Image.fromarray(rng.integers(0, 256, (9, 7, 4), dtype=np.uint8), "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(rng.integers(0, 256, (9, 7), dtype=np.uint8), "L").convert("P").save(tmp_path / "pal.png")
     Image.fromarray(np.full((9, 7), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
-    Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).convert("CMYK").save(
+        tmp_path / "cmyk.jpg"
+    )
     for name in ("gray.png", "rgba.png", "pal.png", "deep.png", "cmyk.jpg"):
         img = load_rgb(tmp_path / name)
         assert img.mode == "RGB" and img.size == (7, 9), name

@@ -25,14 +25,14 @@ def domain_images(data_root: str | os.PathLike, domain: str, max_size: int = 0) 
     """The images of `<data_root>/<domain>` (e.g. trainA), or a UserError saying what is wrong."""
     folder = Path(data_root) / domain
     if not Path(data_root).is_dir():
-        raise UserError(f"dataset folder {data_root} does not exist; pass --data DIR with trainA/ and trainB/")
+        raise UserError(
+            f"dataset folder {data_root} does not exist; pass --data DIR with trainA/ and trainB/"
+        )
     if not folder.is_dir():
         raise UserError(f"{folder} is missing; a dataset needs {domain}/ beside the other domain's folder")
     files = list_images(folder, max_size)
     if not files:
-        raise UserError(
-            f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}); add images or fix --data"
-        )
+        raise UserError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}); add images or fix --data")
     return files
 
 

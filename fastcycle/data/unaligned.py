@@ -18,7 +18,10 @@ from fastcycle.data.transforms import preprocess
 
 
 class UnalignedDataset(Dataset):
-    """Item `(epoch, i)`: A[i mod |A|] with B[i mod |B|] (serial) or a random B; epoch length max(|A|, |B|)."""
+    """Item `(epoch, i)`: A[i mod |A|] with B[i mod |B|] (serial) or a random B.
+
+    An epoch is max(|A|, |B|) items, the smaller domain wrapping around, as in the reference.
+    """
 
     def __init__(
         self,
@@ -38,7 +41,9 @@ class UnalignedDataset(Dataset):
     def __len__(self) -> int:
         return max(len(self.paths_A), len(self.paths_B))
 
-    def _load(self, paths: list[Path], index: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+    def _load(
+        self, paths: list[Path], index: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, list[str]]:
         """Decode paths[index]; an unreadable file is replaced by the next readable one and reported."""
         skipped = []
         for k in range(len(paths)):

@@ -24,7 +24,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN runs bf16 natively (AVX512-BF16/AMX); elsewhere CPU bf16 is emulated, ~100x slower."""
+    """True where oneDNN runs bf16 natively (AVX512-BF16/AMX); elsewhere CPU bf16 is emulated and slow."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -57,7 +57,11 @@ def resolve_precision(amp: bool, amp_dtype: str, device: torch.device) -> Precis
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision(torch.bfloat16, "precision: bf16 autocast")
-        return Precision(torch.float16, "precision: fp16 autocast with gradient scaling (no bf16 on this GPU)")
+        return Precision(
+            torch.float16, "precision: fp16 autocast with gradient scaling (no bf16 on this GPU)"
+        )
     if cpu_has_fast_bf16():
         return Precision(torch.bfloat16, "precision: bf16 autocast")
-    return Precision(None, "precision: fp32 (--amp: this CPU has no native bf16, where autocast would be slower)")
+    return Precision(
+        None, "precision: fp32 (--amp: this CPU has no native bf16, where autocast would be slower)"
+    )

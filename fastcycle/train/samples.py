@@ -26,7 +26,7 @@ def eval_mode(*nets: nn.Module):
 
 @torch.no_grad()
 def save_sample_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> None:
-    """Rows per image: [real_A, G_AB(real_A), G_BA(G_AB(real_A)), real_B, G_BA(real_B), G_AB(G_BA(real_B))]."""
+    """One row per image pair: real_A, fake_B, rec_A, real_B, fake_A, rec_B (uint8 PNG at `path`)."""
     G_AB, G_BA = model.generator("AtoB"), model.generator("BtoA")
     with eval_mode(G_AB, G_BA), model.autocast():
         fake_B = G_AB(real_A)

@@ -116,8 +116,12 @@ class CycleGAN:
         with self.autocast():
             pred_real_B, pred_fake_B = self._calls(self.D_B, real_B, fake_B)
             pred_real_A, pred_fake_A = self._calls(self.D_A, real_A, fake_A)
-            losses["D_B"] = (gan_loss(pred_real_B, True, lo.gan_mode) + gan_loss(pred_fake_B, False, lo.gan_mode)) * 0.5
-            losses["D_A"] = (gan_loss(pred_real_A, True, lo.gan_mode) + gan_loss(pred_fake_A, False, lo.gan_mode)) * 0.5
+            losses["D_B"] = (
+                gan_loss(pred_real_B, True, lo.gan_mode) + gan_loss(pred_fake_B, False, lo.gan_mode)
+            ) * 0.5
+            losses["D_A"] = (
+                gan_loss(pred_real_A, True, lo.gan_mode) + gan_loss(pred_fake_A, False, lo.gan_mode)
+            ) * 0.5
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler.scale(losses["D_A"] + losses["D_B"]).backward()
         self.scaler.step(self.opt_D)
