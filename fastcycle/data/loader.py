@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -33,13 +34,20 @@ def build_train_data(cfg: DataConfig, batch_size: int, seed: int, device: torch.
     paths_A = domain_images(cfg.data, "trainA", cfg.max_dataset_size)
     paths_B = domain_images(cfg.data, "trainB", cfg.max_dataset_size)
     dataset = UnalignedDataset(
-        paths_A, paths_B, cfg.preprocess, cfg.load_size, cfg.crop_size,
-        flip=not cfg.no_flip, serial_batches=cfg.serial_batches, seed=seed,
-    )  # fmt: skip
+        paths_A,
+        paths_B,
+        cfg.preprocess,
+        cfg.load_size,
+        cfg.crop_size,
+        flip=not cfg.no_flip,
+        serial_batches=cfg.serial_batches,
+        seed=seed,
+    )
     if len(dataset) < batch_size:
         raise ValueError(f"--batch-size {batch_size} is larger than the dataset ({len(dataset)} images)")
     sampler = EpochSampler(len(dataset), seed, shuffle=not cfg.serial_batches)
-    workers = cfg.num_workers
+    # More decode processes than cores only adds context switches and memory.
+    workers = min(cfg.num_workers, os.cpu_count() or 1)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
