@@ -1,0 +1,195 @@
+"""The `fastcycle` command: error lines, train and translate end to end on tiny data."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastcycle.cli import main
+from fastcycle.models import build_generator
+from fastcycle.translate import load_generator
+from tests.conftest import write_images
+
+TINY = [
+    "--netG",
+    "resnet_6blocks",
+    "--ngf",
+    "4",
+    "--ndf",
+    "4",
+    "--netD",
+    "n_layers",
+    "--n-layers-D",
+    "2",
+    "--load-size",
+    "36",
+    "--crop-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--num-workers",
+    "0",
+    "--log-every",
+    "1",
+    "--sample-every",
+    "0",
+]
+
+
+def run_cli(*args):
+    """The installed entry point in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastcycle", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _one_error_line(proc, pattern):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # one clear line, no traceback
+    assert lines[0].startswith("fastcycle: error: ")
+    assert pattern in lines[0], lines[0]
+
+
+def test_missing_folder(tmp_path):
+    proc = run_cli("train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"))
+    _one_error_line(proc, "does not exist; pass --data DIR with trainA/ and trainB/")
+
+
+def test_empty_domain_folder(tmp_path):
+    write_images(tmp_path / "trainA", 2)
+    (tmp_path / "trainB").mkdir()
+    proc = run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "run"))
+    _one_error_line(proc, "trainB holds no images")
+
+
+def test_unknown_flag_suggests_the_right_one():
+    proc = run_cli("train", "--lamda-identity", "0.1")
+    _one_error_line(
+        proc, "unknown option --lamda-identity for `fastcycle train`; did you mean --lambda-identity?"
+    )
+
+
+def test_bad_flag_value():
+    _one_error_line(
+        run_cli("train", "--preset", "cyclegan", "--crop-size", "300"),
+        "--crop-size 300 is larger than --load-size 286",
+    )
+    _one_error_line(run_cli("train", "--norm", "group"), "invalid choice: 'group'")
+
+
+def test_translate_wrong_checkpoint(tmp_path):
+    write_images(tmp_path / "in", 1)
+    torch.save(build_generator("resnet_9blocks", ngf=8).state_dict(), tmp_path / "g.pth")
+    proc = run_cli(
+        "translate",
+        "--checkpoint",
+        str(tmp_path / "g.pth"),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+    )
+    _one_error_line(proc, "does not fit this network")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    proc = run_cli(
+        "translate",
+        "--checkpoint",
+        str(tmp_path / "junk.pt"),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+    )
+    _one_error_line(proc, "is not a readable checkpoint")
+
+
+def test_train_then_translate(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(run), "--max-steps", "3", *TINY]) == 0
+    (dataset / "testA" / "sub").mkdir()
+    Image.fromarray(np.zeros((30, 42, 3), np.uint8)).save(dataset / "testA" / "sub" / "odd.jpg")  # not /4
+    out = tmp_path / "translated"
+    assert (
+        main(
+            [
+                "translate",
+                "--checkpoint",
+                str(run),
+                "--input",
+                str(dataset / "testA"),
+                "--output",
+                str(out),
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["img_000.png", "img_001.png", "sub/odd.png"]
+    assert Image.open(out / "sub" / "odd.png").size == (42, 30)  # same size as the input
+    assert "translated 3 images" in capsys.readouterr().out
+    # The translations are the checkpoint's generator applied to the inputs.
+    net = load_generator(run, "AtoB")
+    x = torch.from_numpy(np.asarray(Image.open(dataset / "testA" / "img_000.png"))).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        y = ((net(x.float() / 127.5 - 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    got = torch.from_numpy(np.asarray(Image.open(out / "img_000.png"))).permute(2, 0, 1)[None]
+    assert (y.int() - got.int()).abs().max() <= 1  # batch 2 vs 1 conv rounding may flip one level
+
+
+def test_translate_with_a_reference_generator_and_a_bad_image(tmp_path):
+    g = build_generator("resnet_6blocks", ngf=8)
+    torch.save(g.state_dict(), tmp_path / "latest_net_G_A.pth")
+    write_images(tmp_path / "in", 3, size=(32, 32))
+    (tmp_path / "in" / "img_001.png").write_bytes(b"broken")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "translate",
+                "--checkpoint",
+                str(tmp_path),
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(out),
+                "--netG",
+                "resnet_6blocks",
+                "--ngf",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["img_000.png", "img_002.png"]
+
+
+@pytest.mark.parametrize("inside", ["", "sub"])
+def test_translate_never_writes_into_its_input(tmp_path, inside):
+    torch.save(build_generator("resnet_6blocks", ngf=8).state_dict(), tmp_path / "g.pth")
+    write_images(tmp_path / "in", 1)
+    before = (tmp_path / "in" / "img_000.png").read_bytes()
+    proc = run_cli(
+        "translate",
+        "--checkpoint",
+        str(tmp_path / "g.pth"),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "in" / inside),
+        "--netG",
+        "resnet_6blocks",
+        "--ngf",
+        "8",
+    )
+    _one_error_line(proc, "is inside the input folder")
+    assert (tmp_path / "in" / "img_000.png").read_bytes() == before
