@@ -6,7 +6,7 @@ import argparse
 import difflib
 import sys
 
-from fastcycle.config import PRESETS, apply_overrides, field_index, flag, validate
+from fastcycle.config import GENERATORS, NORMS, PRESETS, apply_overrides, field_index, flag, validate
 from fastcycle.errors import UserError
 
 
@@ -16,10 +16,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train a CycleGAN (no --data: the built-in demo)",
-                       description="Train a CycleGAN. Flags are the reference's options in kebab-case.")  # fmt: skip
-    p.add_argument("--preset", choices=tuple(PRESETS), default=argparse.SUPPRESS,
-                   help="starting configuration (default: demo without --data, cyclegan with it)")  # fmt: skip
+    p = sub.add_parser(
+        "train",
+        help="train a CycleGAN (no --data: the built-in demo)",
+        description="Train a CycleGAN. Flags are the reference's options in kebab-case.",
+    )
+    p.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=argparse.SUPPRESS,
+        help="starting configuration (default: demo without --data, cyclegan with it)",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, (section, f) in field_index().items():
         g = groups.setdefault(section, p.add_argument_group(section))
@@ -29,13 +36,17 @@ def _train_parser(sub) -> argparse.ArgumentParser:
             g.add_argument(flag(name), action=action, **kw)
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
-            g.add_argument(flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw)
+            g.add_argument(
+                flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw
+            )
     return p
 
 
 def _translate_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate a folder of images with a trained generator")
-    p.add_argument("--checkpoint", required=True, help="fastcycle run folder or checkpoint, or a reference .pth")
+    p.add_argument(
+        "--checkpoint", required=True, help="fastcycle run folder or checkpoint, or a reference .pth"
+    )
     p.add_argument("--input", required=True, help="folder of images to translate (searched recursively)")
     p.add_argument("--output", required=True, help="folder for the translations (PNG, same relative names)")
     p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
@@ -44,9 +55,9 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
     ref = p.add_argument_group("architecture of a reference .pth (fastcycle checkpoints carry their own)")
-    ref.add_argument("--netG", default="resnet_9blocks", choices=("resnet_9blocks", "resnet_6blocks"))
+    ref.add_argument("--netG", default="resnet_9blocks", choices=GENERATORS)
     ref.add_argument("--ngf", type=int, default=64)
-    ref.add_argument("--norm", default="instance", choices=("instance", "batch", "none"))
+    ref.add_argument("--norm", default="instance", choices=NORMS)
     ref.add_argument("--dropout", action="store_true", help="the .pth was trained with dropout")
     return p
 
@@ -63,8 +74,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         option = next((u for u in unknown if u.startswith("-")), unknown[0])
-        known = [o for a in parser._subparsers._group_actions[0].choices[args.command]._actions
-                 for o in a.option_strings]  # fmt: skip
+        known = [
+            o
+            for a in parser._subparsers._group_actions[0].choices[args.command]._actions
+            for o in a.option_strings
+        ]
         close = difflib.get_close_matches(option.split("=")[0], known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise UserError(f"unknown option {option} for `fastcycle {args.command}`{hint}")
@@ -77,7 +91,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
     preset = getattr(args, "preset", "cyclegan" if overrides.get("data") else "demo")
     cfg = validate(apply_overrides(PRESETS[preset](), overrides))
-    train(cfg)
+    result = train(cfg)
+    if result.demo_psnr is not None:
+        from fastcycle.data.demo import psnr_line
+
+        print(psnr_line(*result.demo_psnr))  # the demo's one-line verdict, on stdout for scripts
     return 0
 
 
@@ -88,12 +106,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.amp, "auto", device)
     net = load_generator(args.checkpoint, args.direction, args.netG, args.ngf, args.norm, args.dropout)
-    report = translate_folder(net, args.input, args.output, device, args.batch_size, precision.dtype, args.workers)
+    report = translate_folder(
+        net, args.input, args.output, device, args.batch_size, precision.dtype, args.workers
+    )
     for path in report.skipped:
         print(f"skipped unreadable image {path}", file=sys.stderr)
     rate = report.written / max(report.seconds, 1e-9)
-    print(f"translated {report.written} images to {args.output} ({rate:.1f} images/s on {device}, "
-          f"{precision.note.removeprefix('precision: ')}); skipped {len(report.skipped)}")  # fmt: skip
+    print(
+        f"translated {report.written} images to {args.output} ({rate:.1f} images/s on {device}, "
+        f"{precision.note.removeprefix('precision: ')}); skipped {len(report.skipped)}"
+    )
     return 0
 
 

@@ -47,6 +47,17 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _open_metrics(path: Path, step: int):
+    """Open the metrics log for appending at `step`, dropping lines an interrupted run wrote after
+    its last checkpoint: the resumed run logs those steps again."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return path.open("a")
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     validate(cfg)
     rt, run = cfg.runtime, cfg.run
@@ -65,7 +76,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         saved = state["config"]
         for key in ("model", "loss"):  # the networks and objective of a run cannot change mid-run
             if saved[key] != getattr(cfg, key).__dict__:
-                raise UserError(f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})")
+                raise UserError(
+                    f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})"
+                )
 
     data_root = cfg.data.data
     if data_root is None:
@@ -74,7 +87,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     data_cfg = type(cfg.data)(**{**cfg.data.__dict__, "data": str(data_root)})
     data = build_train_data(data_cfg, cfg.optim.batch_size, rt.seed, device)
     if data.steps_per_epoch == 0:
-        raise UserError(f"--batch-size {cfg.optim.batch_size} exceeds the dataset's {len(data.dataset)} pairs")
+        raise UserError(
+            f"--batch-size {cfg.optim.batch_size} exceeds the dataset's {len(data.dataset)} pairs"
+        )
 
     model = CycleGAN(cfg, device, precision)
     step = 0
@@ -90,16 +105,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     if run.max_steps:
         total = min(total, run.max_steps)
     n = sum(p.numel() for p in model.G_AB.parameters())
-    log(f"device: {device} | {precision.note} | G {cfg.model.netG} ({n:,} params) | "
-        f"{len(data.dataset)} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps")  # fmt: skip
+    log(
+        f"device: {device} | {precision.note} | G {cfg.model.netG} ({n:,} params) | "
+        f"{len(data.dataset)} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps"
+    )
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir, {"config": cfg.to_dict(), "step": step, "model": model.state_dict(),
-                                  "rng": _rng_state(device)})  # fmt: skip
+        save_checkpoint(
+            run_dir,
+            {"config": cfg.to_dict(), "step": step, "model": model.state_dict(), "rng": _rng_state(device)},
+        )
 
     sample_batch = None
     result = TrainResult(run_dir, step)
-    metrics = (run_dir / "metrics.jsonl").open("a")
+    metrics = _open_metrics(run_dir / "metrics.jsonl", step)
     bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, file=sys.stderr, disable=None)
     skipped_seen: set[str] = set()
     t_last, step_last = time.perf_counter(), step
@@ -126,13 +145,23 @@ def train(cfg: TrainConfig) -> TrainResult:
                     pairs_per_s = (step - step_last) * cfg.optim.batch_size / (now - t_last)
                     t_last, step_last = now, step
                     if not all(math.isfinite(v) for v in values):
-                        raise RuntimeError(f"non-finite loss at step {step}: {line}")
-                    record = {"step": step, "epoch": epoch, "lr": model.opt_G.param_groups[0]["lr"],
-                              "pairs_per_s": round(pairs_per_s, 3), **{k: round(v, 5) for k, v in line.items()}}  # fmt: skip
+                        raise UserError(
+                            f"training diverged: non-finite loss at step {step} ({line}); the last "
+                            "checkpoint is kept: lower --lr, or use --amp-dtype bf16 instead of fp16"
+                        )
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "lr": model.opt_G.param_groups[0]["lr"],
+                        "pairs_per_s": round(pairs_per_s, 3),
+                        **{k: round(v, 5) for k, v in line.items()},
+                    }
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     result.losses.append(record)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()} | {"pairs/s": f"{pairs_per_s:.1f}"})
+                    bar.set_postfix(
+                        {k: f"{v:.3f}" for k, v in line.items()} | {"pairs/s": f"{pairs_per_s:.1f}"}
+                    )
                 end_of_epoch = step % data.steps_per_epoch == 0
                 if end_of_epoch:
                     model.end_epoch()  # the reference's per-epoch LR policy
@@ -152,6 +181,5 @@ def train(cfg: TrainConfig) -> TrainResult:
     result.step = step
     log(f"done: {step} steps; checkpoint {checkpoint_path}")
     if cfg.data.data is None:
-        result.demo_psnr = demo.evaluate(model.generator("AtoB"), Path(data_root), device, precision)
-        log(demo.psnr_line(*result.demo_psnr))
+        result.demo_psnr = demo.evaluate(model.generator("AtoB"), Path(data_root), device, precision.dtype)
     return result
