@@ -90,7 +90,9 @@ def test_channels_last_step_matches_contiguous():
 def test_compile_on_a_tiny_model_matches_eager():
     losses = []
     for compile_ in (False, True):
-        model = CycleGAN(tiny(compile=compile_, lambda_identity=0.0), CPU, resolve_precision(False, "auto", CPU))
+        # No identity loss: the generators then see one batch shape, which halves the compile time.
+        cfg = tiny(compile=compile_, lambda_identity=0.0)
+        model = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
         losses.append([model.train_step(*_batch(seed=s))["cycle_A"].item() for s in range(2)])
     # Inductor fuses and reorders fp32 reductions; two steps keep the drift well under this.
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
@@ -130,7 +132,7 @@ def test_resume_continues_exactly(dataset, tmp_path):
     full = train(tiny(out=str(tmp_path / "full"), max_steps=7, **common))
     train(tiny(out=str(tmp_path / "split"), max_steps=4, **common))
     with (tmp_path / "split" / "metrics.jsonl").open("a") as f:  # logged after the last checkpoint
-        f.write(json.dumps({"step": 5, "lost": True}) + "\n")
+        f.write(json.dumps({"step": 5, "lost": True}) + "\n" + '{"step": 6, "G_A')  # then a crash
     resumed = train(tiny(out=str(tmp_path / "split"), max_steps=7, resume=True, **common))
     assert [r["step"] for r in resumed.losses] == [5, 6, 7]
 

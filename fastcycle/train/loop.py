@@ -47,11 +47,19 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut short by a crash
+        return None
+
+
 def _open_metrics(path: Path, step: int):
     """Open the metrics log for appending at `step`, dropping lines an interrupted run wrote after
-    its last checkpoint: the resumed run logs those steps again."""
+    its last checkpoint (the resumed run logs those steps again) and any line cut short."""
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        steps = [(line, _logged_step(line)) for line in path.read_text().splitlines()]
+        kept = [line for line, s in steps if s is not None and s <= step]
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(path)
