@@ -81,29 +81,27 @@ def test_bad_flag_value():
     _one_error_line(run_cli("train", "--norm", "group"), "invalid choice: 'group'")
 
 
+def _translate(checkpoint, input, output, *flags):
+    """The arguments of `fastcycle translate CHECKPOINT INPUT OUTPUT FLAGS`."""
+    return [
+        "translate",
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(input),
+        "--output",
+        str(output),
+        *flags,
+    ]
+
+
 def test_translate_wrong_checkpoint(tmp_path):
     write_images(tmp_path / "in", 1)
     torch.save(build_generator("resnet_9blocks", ngf=8).state_dict(), tmp_path / "g.pth")
-    proc = run_cli(
-        "translate",
-        "--checkpoint",
-        str(tmp_path / "g.pth"),
-        "--input",
-        str(tmp_path / "in"),
-        "--output",
-        str(tmp_path / "out"),
-    )
+    proc = run_cli(*_translate(tmp_path / "g.pth", tmp_path / "in", tmp_path / "out"))
     _one_error_line(proc, "does not fit this network")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(
-        "translate",
-        "--checkpoint",
-        str(tmp_path / "junk.pt"),
-        "--input",
-        str(tmp_path / "in"),
-        "--output",
-        str(tmp_path / "out"),
-    )
+    proc = run_cli(*_translate(tmp_path / "junk.pt", tmp_path / "in", tmp_path / "out"))
     _one_error_line(proc, "is not a readable checkpoint")
 
 
@@ -113,34 +111,17 @@ def test_train_then_translate(dataset, tmp_path, capsys):
     (dataset / "testA" / "sub").mkdir()
     Image.fromarray(np.zeros((30, 42, 3), np.uint8)).save(dataset / "testA" / "sub" / "odd.jpg")  # not /4
     out = tmp_path / "translated"
-    assert (
-        main(
-            [
-                "translate",
-                "--checkpoint",
-                str(run),
-                "--input",
-                str(dataset / "testA"),
-                "--output",
-                str(out),
-                "--batch-size",
-                "2",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert main(_translate(run, dataset / "testA", out, "--batch-size", "2", "--device", "cpu")) == 0
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     assert written == ["img_000.png", "img_001.png", "sub/odd.png"]
     assert Image.open(out / "sub" / "odd.png").size == (42, 30)  # same size as the input
     assert "translated 3 images" in capsys.readouterr().out
     # The translations are the checkpoint's generator applied to the inputs.
     net = load_generator(run, "AtoB")
-    x = torch.from_numpy(np.asarray(Image.open(dataset / "testA" / "img_000.png"))).permute(2, 0, 1)[None]
+    x = torch.from_numpy(np.array(Image.open(dataset / "testA" / "img_000.png"))).permute(2, 0, 1)[None]
     with torch.no_grad():
         y = ((net(x.float() / 127.5 - 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    got = torch.from_numpy(np.asarray(Image.open(out / "img_000.png"))).permute(2, 0, 1)[None]
+    got = torch.from_numpy(np.array(Image.open(out / "img_000.png"))).permute(2, 0, 1)[None]
     assert (y.int() - got.int()).abs().max() <= 1  # batch 2 vs 1 conv rounding may flip one level
 
 
@@ -150,26 +131,8 @@ def test_translate_with_a_reference_generator_and_a_bad_image(tmp_path):
     write_images(tmp_path / "in", 3, size=(32, 32))
     (tmp_path / "in" / "img_001.png").write_bytes(b"broken")
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "translate",
-                "--checkpoint",
-                str(tmp_path),
-                "--input",
-                str(tmp_path / "in"),
-                "--output",
-                str(out),
-                "--netG",
-                "resnet_6blocks",
-                "--ngf",
-                "8",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    flags = ("--netG", "resnet_6blocks", "--ngf", "8", "--device", "cpu")
+    assert main(_translate(tmp_path, tmp_path / "in", out, *flags)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img_000.png", "img_002.png"]
 
 
@@ -178,18 +141,7 @@ def test_translate_never_writes_into_its_input(tmp_path, inside):
     torch.save(build_generator("resnet_6blocks", ngf=8).state_dict(), tmp_path / "g.pth")
     write_images(tmp_path / "in", 1)
     before = (tmp_path / "in" / "img_000.png").read_bytes()
-    proc = run_cli(
-        "translate",
-        "--checkpoint",
-        str(tmp_path / "g.pth"),
-        "--input",
-        str(tmp_path / "in"),
-        "--output",
-        str(tmp_path / "in" / inside),
-        "--netG",
-        "resnet_6blocks",
-        "--ngf",
-        "8",
-    )
+    flags = ("--netG", "resnet_6blocks", "--ngf", "8")
+    proc = run_cli(*_translate(tmp_path / "g.pth", tmp_path / "in", tmp_path / "in" / inside, *flags))
     _one_error_line(proc, "is inside the input folder")
     assert (tmp_path / "in" / "img_000.png").read_bytes() == before
