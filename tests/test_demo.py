@@ -47,8 +47,8 @@ def test_a_short_demo_run_beats_doing_nothing(tmp_path):
     untrained = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
     before, _ = demo_data.evaluate(untrained.generator("AtoB"), Path(tmp_path / "run" / "demo_data"), CPU)
     # Doing nothing scores the untranslated baseline (17.0 dB); an untrained generator far less. The
-    # short run must clear the baseline by `margin` dB, which neither can.
-    margin = 2.0
+    # short run must clear the baseline by `margin` dB (the full demo's bar), which neither can.
+    margin = 3.0
     assert untranslated == pytest.approx(17.0, abs=0.1)
     assert before < untranslated
     assert translated >= untranslated + margin, (translated, untranslated)
