@@ -8,6 +8,13 @@ from PIL import Image
 # Two cores: intra-op threads beyond that only add contention.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# Without a GPU, Triton kernels run under Triton's CPU interpreter. The variable is read when a kernel
+# is defined, so it is set here, before any test imports fastcycle.kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def write_images(folder, n: int, size=(40, 36), seed: int = 0, ext: str = "png") -> list:
     """n random RGB images of (width, height) `size` in `folder`; returns their paths."""
