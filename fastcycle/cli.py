@@ -6,7 +6,16 @@ import argparse
 import difflib
 import sys
 
-from fastcycle.config import GENERATORS, NORMS, PRESETS, apply_overrides, field_index, flag, validate
+from fastcycle.config import (
+    GENERATORS,
+    KERNEL_CHOICES,
+    NORMS,
+    PRESETS,
+    apply_overrides,
+    field_index,
+    flag,
+    validate,
+)
 from fastcycle.errors import UserError
 
 
@@ -54,6 +63,12 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        choices=KERNEL_CHOICES,
+        help="generator layers: triton (fused kernels) or torch; auto: triton on CUDA when Triton works",
+    )
     ref = p.add_argument_group("architecture of a reference .pth (fastcycle checkpoints carry their own)")
     ref.add_argument("--netG", default="resnet_9blocks", choices=GENERATORS)
     ref.add_argument("--ngf", type=int, default=64)
@@ -100,12 +115,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fastcycle.train.runtime import resolve_device, resolve_precision
+    from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
     from fastcycle.translate import load_generator, translate_folder
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.amp, "auto", device)
-    net = load_generator(args.checkpoint, args.direction, args.netG, args.ngf, args.norm, args.dropout)
+    kernels, _ = resolve_kernels(args.kernels, device)
+    net = load_generator(
+        args.checkpoint, args.direction, args.netG, args.ngf, args.norm, args.dropout, kernels
+    )
     report = translate_folder(
         net, args.input, args.output, device, args.batch_size, precision.dtype, args.workers
     )
@@ -114,7 +132,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     rate = report.written / max(report.seconds, 1e-9)
     print(
         f"translated {report.written} images to {args.output} ({rate:.1f} images/s on {device}, "
-        f"{precision.note.removeprefix('precision: ')}); skipped {len(report.skipped)}"
+        f"{precision.note.removeprefix('precision: ')}, {kernels} kernels); skipped {len(report.skipped)}"
     )
     return 0
 

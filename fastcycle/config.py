@@ -23,6 +23,7 @@ INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+KERNEL_CHOICES = ("auto", "torch", "triton")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -80,6 +81,11 @@ class RuntimeConfig:
     amp_dtype: str = _f("auto", "autocast dtype for --amp; fp16 uses a GradScaler", choices=AMP_DTYPES)
     channels_last: bool = _f(False, "NHWC memory format (tensor cores read it without transposes)")
     compile: bool = _f(False, "torch.compile each network (the step itself stays eager)")
+    kernels: str = _f(
+        "auto",
+        "generator layers: triton (fused kernels) or torch; auto: triton on CUDA when Triton works",
+        choices=KERNEL_CHOICES,
+    )
     seed: int = _f(0, "random seed for weights, data order, augmentation and the image pools")
 
 

@@ -38,6 +38,7 @@ def load_generator(
     ngf: int = 64,
     norm: str = "instance",
     dropout: bool = False,
+    kernels: str = "torch",
 ) -> nn.Module:
     """A generator in eval mode from a fastcycle run folder or checkpoint, a reference run folder, or a
     reference `.pth` generator state dict (whose architecture the keyword arguments describe)."""
@@ -55,13 +56,13 @@ def load_generator(
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         state = load_checkpoint(path)
         m = TrainConfig.from_dict(state["config"]).model
-        net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout)
+        net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels)
         name = "G_AB" if direction == "AtoB" else "G_BA"
         # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
         weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
         load_weights(net, weights, f"{path} ({name})")
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        net = build_generator(netG, ngf=ngf, norm=norm, dropout=dropout)
+        net = build_generator(netG, ngf=ngf, norm=norm, dropout=dropout, kernels=kernels)
         load_weights(net, obj, str(path))
     else:
         raise UserError(f"{path} is neither a fastcycle checkpoint nor a generator state dict")

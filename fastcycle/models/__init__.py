@@ -33,13 +33,17 @@ def build_generator(
     init_gain: float = 0.02,
     input_nc: int = 3,
     output_nc: int = 3,
+    kernels: str = "torch",
 ) -> nn.Module:
-    """A freshly initialised generator: `resnet_9blocks` (256x256 default) or `resnet_6blocks`."""
+    """A freshly initialised generator: `resnet_9blocks` (256x256 default) or `resnet_6blocks`.
+
+    kernels="triton" runs it on fastcycle's fused Triton kernels, with the same parameters and keys.
+    """
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name])
+    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name], kernels=kernels)
     return init_weights(net, init_type, init_gain)
 
 

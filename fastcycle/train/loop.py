@@ -17,7 +17,7 @@ from fastcycle.config import TrainConfig, validate
 from fastcycle.data import demo
 from fastcycle.data.loader import build_train_data, to_device
 from fastcycle.errors import UserError
-from fastcycle.train.runtime import resolve_device, resolve_precision
+from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
 from fastcycle.train.samples import save_sample_grid
 from fastcycle.train.step import LOSS_NAMES, CycleGAN
 
@@ -77,6 +77,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise UserError(f"--resume: no checkpoint in {run_dir}; start without --resume or fix --out")
     device = resolve_device(rt.device)
     precision = resolve_precision(rt.amp, rt.amp_dtype, device)
+    kernels, kernels_note = resolve_kernels(rt.kernels, device)
 
     state = None
     if run.resume:
@@ -99,7 +100,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             f"--batch-size {cfg.optim.batch_size} exceeds the dataset's {len(data.dataset)} pairs"
         )
 
-    model = CycleGAN(cfg, device, precision)
+    model = CycleGAN(cfg, device, precision, kernels)
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -114,7 +115,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         total = min(total, run.max_steps)
     n = sum(p.numel() for p in model.G_AB.parameters())
     log(
-        f"device: {device} | {precision.note} | G {cfg.model.netG} ({n:,} params) | "
+        f"device: {device} | {precision.note} | {kernels_note} | G {cfg.model.netG} ({n:,} params) | "
         f"{len(data.dataset)} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps"
     )
 

@@ -24,7 +24,8 @@ LOSS_NAMES = ("D_A", "G_BA", "cycle_A", "idt_A", "D_B", "G_AB", "cycle_B", "idt_
 
 
 class CycleGAN:
-    def __init__(self, cfg: TrainConfig, device: torch.device, precision: Precision):
+    def __init__(self, cfg: TrainConfig, device: torch.device, precision: Precision, kernels: str = "torch"):
+        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers."""
         self.cfg, self.device, self.precision = cfg, device, precision
         m, o = cfg.model, cfg.optim
         torch.manual_seed(cfg.runtime.seed)
@@ -32,8 +33,8 @@ class CycleGAN:
         d = dict(ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, init_type=m.init_type, init_gain=m.init_gain)
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
         self.nets: dict[str, nn.Module] = {
-            "G_AB": build_generator(m.netG, **g),
-            "G_BA": build_generator(m.netG, **g),
+            "G_AB": build_generator(m.netG, **g, kernels=kernels),
+            "G_BA": build_generator(m.netG, **g, kernels=kernels),
             "D_A": build_discriminator(m.netD, **d),
             "D_B": build_discriminator(m.netD, **d),
         }
