@@ -99,7 +99,11 @@ def _reflect_conv_fwd(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision="tf32" if ALLOW_TF32 else "ieee")
+        # fp32 inputs: TF32 tensor cores; bf16/fp16: native ones (a constexpr if: one branch compiles)
+        if ALLOW_TF32:  # noqa: SIM108
+            acc = tl.dot(a, b, acc)
+        else:  # fp32 inputs with TF32 off, as cuDNN has it
+            acc = tl.dot(a, b, acc, input_precision="ieee")
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
     y_off = (n * y_n + oh * y_h + ow * y_w)[:, None] + co[None, :] * y_c
@@ -159,7 +163,7 @@ def _forward(x, weight, bias, padding, stride):
         KW=KW,
         HAS_BIAS=bias is not None,
         # fp32 inputs follow cuDNN's setting, so the switch does not change fp32 numerics.
-        ALLOW_TF32=x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and x.is_cuda,
+        ALLOW_TF32=x.dtype != torch.float32 or (torch.backends.cudnn.allow_tf32 and x.is_cuda),
         UPCAST=_INTERPRETED and x.dtype == torch.bfloat16,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
