@@ -143,13 +143,9 @@ def _normalize(
     if s == 0:  # the backward pass re-derives x_hat from x and these instead of storing it
         tl.store(saved_mean_ptr + n * C + c, mean, mask=c_mask)
         tl.store(saved_rstd_ptr + n * C + c, rstd, mask=c_mask)
-    scale = rstd
-    shift = -mean * rstd
-    if AFFINE:
-        w = tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-        scale = scale * w
-        shift = shift * w + b
+    w, b = _affine(w_ptr, b_ptr, c, c_mask, AFFINE, BLOCK_C)
+    scale = rstd * w
+    shift = b - mean * rstd * w
     lo = s * CHUNK
     hi = tl.minimum(lo + CHUNK, HW)
     for start in range(lo, hi, BLOCK_HW):
@@ -163,6 +159,28 @@ def _normalize(
             r = tl.load(r_ptr + n * r_n + hw[:, None] * r_hw + c[None, :] * r_c, mask=mask, other=0.0)
             y += r.to(tl.float32)
         tl.store(y_ptr + n * y_n + hw[:, None] * y_hw + c[None, :] * y_c, y, mask=mask)
+
+
+@triton.jit
+def _affine(w_ptr, b_ptr, c, c_mask, AFFINE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(weight, bias) of BLOCK_C channels in fp32; (1, 0) without affine parameters."""
+    if AFFINE:
+        w = tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
+        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        w = tl.full([BLOCK_C], 1.0, tl.float32)
+        b = tl.zeros([BLOCK_C], tl.float32)
+    return w, b
+
+
+@triton.jit
+def _x_hat_and_grad(x, g, mean, rstd, w, b, RELU: tl.constexpr):
+    """x_hat, and the upstream gradient through the ReLU, whose mask is recomputed rather than stored."""
+    x_hat = (x.to(tl.float32) - mean[None, :]) * rstd[None, :]
+    g = g.to(tl.float32)
+    if RELU:
+        g = tl.where(x_hat * w[None, :] + b[None, :] > 0.0, g, 0.0)
+    return x_hat, g
 
 
 @triton.jit
@@ -196,9 +214,7 @@ def _backward_partials(
     c_mask = c < C
     mean = tl.load(saved_mean_ptr + n * C + c, mask=c_mask, other=0.0)
     rstd = tl.load(saved_rstd_ptr + n * C + c, mask=c_mask, other=0.0)
-    if AFFINE:
-        w = tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    w, b = _affine(w_ptr, b_ptr, c, c_mask, AFFINE, BLOCK_C)
     sum_g = tl.zeros([BLOCK_C], tl.float32)
     sum_gx = tl.zeros([BLOCK_C], tl.float32)
     lo = s * CHUNK
@@ -208,13 +224,7 @@ def _backward_partials(
         mask = (hw < hi)[:, None] & c_mask[None, :]
         x = tl.load(x_ptr + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=mask, other=0.0)
         g = tl.load(g_ptr + n * g_n + hw[:, None] * g_hw + c[None, :] * g_c, mask=mask, other=0.0)
-        x_hat = (x.to(tl.float32) - mean[None, :]) * rstd[None, :]
-        g = g.to(tl.float32)
-        if RELU:  # recompute the pre-activation's sign rather than store a mask in the forward
-            pre = x_hat
-            if AFFINE:
-                pre = x_hat * w[None, :] + b[None, :]
-            g = tl.where(pre > 0.0, g, 0.0)
+        x_hat, g = _x_hat_and_grad(x, g, mean, rstd, w, b, RELU)
         sum_g += tl.sum(g, axis=0)
         sum_gx += tl.sum(g * x_hat, axis=0)
     out = (n * C + c) * SPLIT + s
@@ -263,11 +273,8 @@ def _backward_dx(
     mean_gx = tl.sum(tl.load(sum_gx_ptr + offs, mask=pmask, other=0.0), axis=0) / HW
     mean = tl.load(saved_mean_ptr + n * C + c, mask=c_mask, other=0.0)
     rstd = tl.load(saved_rstd_ptr + n * C + c, mask=c_mask, other=0.0)
-    scale = rstd
-    if AFFINE:
-        w = tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-        scale = rstd * w
+    w, b = _affine(w_ptr, b_ptr, c, c_mask, AFFINE, BLOCK_C)
+    scale = rstd * w
     lo = s * CHUNK
     hi = tl.minimum(lo + CHUNK, HW)
     for start in range(lo, hi, BLOCK_HW):
@@ -275,13 +282,7 @@ def _backward_dx(
         mask = (hw < hi)[:, None] & c_mask[None, :]
         x = tl.load(x_ptr + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=mask, other=0.0)
         g = tl.load(g_ptr + n * g_n + hw[:, None] * g_hw + c[None, :] * g_c, mask=mask, other=0.0)
-        x_hat = (x.to(tl.float32) - mean[None, :]) * rstd[None, :]
-        g = g.to(tl.float32)
-        if RELU:
-            pre = x_hat
-            if AFFINE:
-                pre = x_hat * w[None, :] + b[None, :]
-            g = tl.where(pre > 0.0, g, 0.0)
+        x_hat, g = _x_hat_and_grad(x, g, mean, rstd, w, b, RELU)
         dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
         tl.store(dx_ptr + n * d_n + hw[:, None] * d_hw + c[None, :] * d_c, dx, mask=mask)
 
