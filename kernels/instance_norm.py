@@ -238,7 +238,6 @@ def _backward_dx(
     g_ptr,
     w_ptr,
     b_ptr,
-    dx_ptr,
     saved_mean_ptr,
     saved_rstd_ptr,
     sum_g_ptr,
@@ -252,10 +251,11 @@ def _backward_dx(
     g_n,
     g_c,
     g_hw,
+    SPLIT,
+    dx_ptr,  # the arguments up to here are _backward_partials', in its order
     d_n,
     d_c,
     d_hw,
-    SPLIT,
     AFFINE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_HW: tl.constexpr,
@@ -385,50 +385,12 @@ def _backward(x, weight, bias, saved_mean, saved_rstd, grad_y, relu, split):
     affine = weight is not None
     w = weight if affine else x
     b = bias if affine else x
-    _backward_partials[grid](
-        x,
-        grad_y,
-        w,
-        b,
-        saved_mean,
-        saved_rstd,
-        sum_g,
-        sum_gx,
-        C,
-        HW,
-        cfg["chunk"],
-        *_nc_hw_strides(x),
-        *_nc_hw_strides(grad_y),
-        cfg["split"],
-        AFFINE=affine,
-        RELU=relu,
-        BLOCK_HW=cfg["block_hw"],
-        BLOCK_C=cfg["block_c"],
-    )
+    args = (x, grad_y, w, b, saved_mean, saved_rstd, sum_g, sum_gx, C, HW, cfg["chunk"])
+    args += (*_nc_hw_strides(x), *_nc_hw_strides(grad_y), cfg["split"])
+    meta = dict(AFFINE=affine, RELU=relu, BLOCK_HW=cfg["block_hw"], BLOCK_C=cfg["block_c"])
+    _backward_partials[grid](*args, **meta)
     dx = torch.empty_like(x)
-    _backward_dx[grid](
-        x,
-        grad_y,
-        w,
-        b,
-        dx,
-        saved_mean,
-        saved_rstd,
-        sum_g,
-        sum_gx,
-        C,
-        HW,
-        cfg["chunk"],
-        *_nc_hw_strides(x),
-        *_nc_hw_strides(grad_y),
-        *_nc_hw_strides(dx),
-        cfg["split"],
-        AFFINE=affine,
-        RELU=relu,
-        BLOCK_HW=cfg["block_hw"],
-        BLOCK_C=cfg["block_c"],
-        SPLIT_P2=triton.next_power_of_2(cfg["split"]),
-    )
+    _backward_dx[grid](*args, dx, *_nc_hw_strides(dx), **meta, SPLIT_P2=triton.next_power_of_2(cfg["split"]))
     if not affine:
         return dx, None, None
     # d(weight) = sum over images and positions of g * x_hat; d(bias) = sum of g: (N, C, SPLIT) -> (C,)
