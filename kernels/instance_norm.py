@@ -322,10 +322,9 @@ def _launch_config(x: torch.Tensor, split: int | None):
     return dict(block_c=block_c, block_hw=block_hw, c_blocks=c_blocks, split=split, chunk=chunk)
 
 
-def _forward(x, weight, bias, residual, relu, eps, split):
+def _forward(x, weight, bias, residual, relu, eps, cfg):
     N, C, H, W = x.shape
     HW = H * W
-    cfg = _launch_config(x, split)
     grid = (N, cfg["c_blocks"], cfg["split"])
     f32 = dict(device=x.device, dtype=torch.float32)
     mean_p = torch.empty(N, C, cfg["split"], **f32)
@@ -375,10 +374,9 @@ def _forward(x, weight, bias, residual, relu, eps, split):
     return y, saved_mean, saved_rstd
 
 
-def _backward(x, weight, bias, saved_mean, saved_rstd, grad_y, relu, split):
+def _backward(x, weight, bias, saved_mean, saved_rstd, grad_y, relu, cfg):
     N, C, H, W = x.shape
     HW = H * W
-    cfg = _launch_config(x, split)
     grid = (N, cfg["c_blocks"], cfg["split"])
     sum_g = torch.empty(N, C, cfg["split"], device=x.device, dtype=torch.float32)
     sum_gx = torch.empty_like(sum_g)
@@ -400,9 +398,10 @@ def _backward(x, weight, bias, saved_mean, saved_rstd, grad_y, relu, split):
 class InstanceNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, residual, relu, eps, split):
-        y, mean, rstd = _forward(x, weight, bias, residual, relu, eps, split)
+        cfg = _launch_config(x, split)  # the backward launches over the same tiles and chunks
+        y, mean, rstd = _forward(x, weight, bias, residual, relu, eps, cfg)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
-        ctx.relu, ctx.split, ctx.has_residual = relu, split, residual is not None
+        ctx.relu, ctx.cfg, ctx.has_residual = relu, cfg, residual is not None
         ctx.residual_dtype = None if residual is None else residual.dtype
         return y
 
@@ -410,7 +409,7 @@ class InstanceNormFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight, bias, mean, rstd = ctx.saved_tensors
         grad_y = _readable(grad_y)
-        dx, dw, db = _backward(x, weight, bias, mean, rstd, grad_y, ctx.relu, ctx.split)
+        dx, dw, db = _backward(x, weight, bias, mean, rstd, grad_y, ctx.relu, ctx.cfg)
         d_residual = grad_y.to(ctx.residual_dtype) if ctx.has_residual else None  # the add passes g through
         return dx, dw, db, d_residual, None, None, None
 
