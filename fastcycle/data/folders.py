@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastcycle.errors import UserError
+# PIL only warns between MAX_IMAGE_PIXELS and twice that; check_pixels refuses those files instead.
+# (warnings.catch_warnings is not thread-safe, and decoding runs in threads.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -21,35 +23,27 @@ def list_images(folder: str | os.PathLike, max_size: int = 0) -> list[Path]:
     return files[:max_size] if max_size else files
 
 
-def domain_images(data_root: str | os.PathLike, domain: str, max_size: int = 0) -> list[Path]:
-    """The images of `<data_root>/<domain>` (e.g. trainA), or a UserError saying what is wrong."""
-    folder = Path(data_root) / domain
-    if not Path(data_root).is_dir():
-        raise UserError(
-            f"dataset folder {data_root} does not exist; pass --data DIR with trainA/ and trainB/"
-        )
-    if not folder.is_dir():
-        raise UserError(f"{folder} is missing; a dataset needs {domain}/ beside the other domain's folder")
-    files = list_images(folder, max_size)
-    if not files:
-        raise UserError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}); add images or fix --data")
-    return files
-
-
 def load_rgb(path: Path) -> Image.Image:
     """Decode to 8-bit RGB (grayscale, palette, RGBA and CMYK are converted). Raises OSError if unreadable."""
-    with warnings.catch_warnings():
-        # A DecompressionBombWarning is an error here: a 100-megapixel file is not a training image.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as img:
-                if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    # 16-bit PNGs: scale to 8 bits rather than clip (PIL's convert would saturate).
-                    arr = np.asarray(img, dtype=np.float32) / (65535.0 if "16" in img.mode else 2**31)
-                    return Image.fromarray((arr * 255 + 0.5).clip(0, 255).astype(np.uint8)).convert("RGB")
-                return img.convert("RGB")
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError, ValueError) as e:
-            raise OSError(f"{path}: {e}") from e
+    try:
+        with Image.open(path) as img:
+            check_pixels(img, path)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit PNGs: scale to 8 bits rather than clip (PIL's convert would saturate).
+                arr = np.asarray(img, dtype=np.float32) / (65535.0 if "16" in img.mode else 2**31)
+                return Image.fromarray((arr * 255 + 0.5).clip(0, 255).astype(np.uint8)).convert("RGB")
+            return img.convert("RGB")
+    except (Image.DecompressionBombError, ValueError) as e:
+        raise OSError(f"{path}: {e}") from e
+
+
+def check_pixels(img: Image.Image, path: Path) -> None:
+    """A decompression-bomb-sized file is not a training image: refuse it before decoding."""
+    w, h = img.size
+    if w * h > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"{w}x{h} pixels is over the {Image.MAX_IMAGE_PIXELS:,}-pixel limit"
+        )
 
 
 def save_image(arr: np.ndarray, path: Path) -> None:

@@ -1,4 +1,10 @@
-"""The reference's preprocessing policies (`--preprocess`), producing uint8 CHW tensors.
+"""The reference's preprocessing policies (`--preprocess`), split into two halves every loader shares.
+
+1. `prepared_size` / `prepare`: the deterministic resizes of one image (the policy's resize, the
+   reference's rounding to a multiple of 4 for policies without a crop). Sizes are computed in integers
+   on the host, so the torch, gpu-cache and DALI loaders resize every file to exactly the same size.
+2. `crop_offset` / `crop_flip`: the random crop and flip, driven by uniforms in [0, 1) from the epoch
+   plan (fastcycle.data.plan), so a (seed, epoch, position) key reproduces them in any loader.
 
 Normalisation to [-1, 1] happens on the training device, not here: uint8 batches are 4x smaller to
 pin and copy than float32 ones.
@@ -6,57 +12,77 @@ pin and copy than float32 ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
 
 BICUBIC = Image.Resampling.BICUBIC
+CROPPING = ("resize_and_crop", "crop", "scale_width_and_crop")
 
 
-def _scale_width(img: Image.Image, target_width: int, crop_size: int) -> Image.Image:
-    ow, oh = img.size
-    if ow == target_width and oh >= crop_size:
-        return img
-    h = int(max(target_width * oh / ow, crop_size))
-    return img.resize((target_width, h), BICUBIC)
+def _round4(w: int, h: int) -> tuple[int, int]:
+    # The reference's __make_power_2(base=4): Python's round (half to even), at least 4.
+    return max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)
 
 
-def _make_multiple_of(img: Image.Image, base: int = 4) -> Image.Image:
-    ow, oh = img.size
-    w, h = max(base, round(ow / base) * base), max(base, round(oh / base) * base)
-    return img if (w, h) == (ow, oh) else img.resize((w, h), BICUBIC)
+def resize_size(policy: str, w: int, h: int, load_size: int, crop_size: int) -> tuple[int, int]:
+    """(width, height) after the policy's resize, before any crop."""
+    if policy == "resize_and_crop":
+        return load_size, load_size
+    if policy in ("scale_width", "scale_width_and_crop"):
+        if w == load_size and h >= crop_size:
+            return w, h
+        return load_size, int(max(load_size * h / w, crop_size))
+    if policy == "crop" and (w < crop_size or h < crop_size):
+        # Smaller than the crop: scale up, keeping the aspect (the reference would crop past the edge).
+        s = crop_size / min(w, h)
+        return max(crop_size, round(w * s)), max(crop_size, round(h * s))
+    return w, h
+
+
+def prepared_size(policy: str, w: int, h: int, load_size: int, crop_size: int) -> tuple[int, int]:
+    """(width, height) of `prepare`'s output: what the random crop (or, without one, the batch) sees."""
+    w, h = resize_size(policy, w, h, load_size, crop_size)
+    # With a crop, the multiple-of-4 rounding applies to the crop, which validate() makes one already.
+    return (w, h) if policy in CROPPING else _round4(w, h)
+
+
+def prepare(img: Image.Image, policy: str, load_size: int, crop_size: int) -> Image.Image:
+    """The deterministic resizes of one RGB image, as the reference does them (PIL bicubic)."""
+    size = resize_size(policy, *img.size, load_size, crop_size)
+    if size != img.size:
+        img = img.resize(size, BICUBIC)
+    if policy not in CROPPING:
+        size = _round4(*img.size)  # a second resize, as in the reference (scale_width, then power-of-4)
+        if size != img.size:
+            img = img.resize(size, BICUBIC)
+    return img
+
+
+def crop_offset(u: float | np.ndarray, extent: int | np.ndarray, crop_size: int):
+    """Uniform integer offset in [0, extent - crop_size] from a uniform u in [0, 1)."""
+    return np.floor(np.asarray(u) * (np.asarray(extent) - crop_size + 1)).astype(np.int64)
+
+
+def crop_flip(arr: np.ndarray, crop_size: int | None, u: Sequence[float], flip: bool) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, h, w) uint8: crop at offsets from u[0], u[1], mirror when u[2] < 0.5."""
+    if crop_size is not None:
+        h, w = arr.shape[:2]
+        x, y = int(crop_offset(u[0], w, crop_size)), int(crop_offset(u[1], h, crop_size))
+        arr = arr[y : y + crop_size, x : x + crop_size]
+    if flip and u[2] < 0.5:
+        arr = arr[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 def preprocess(
-    img: Image.Image,
-    policy: str,
-    load_size: int,
-    crop_size: int,
-    flip: bool,
-    rng: np.random.Generator,
+    img: Image.Image, policy: str, load_size: int, crop_size: int, flip: bool, u: Sequence[float]
 ) -> torch.Tensor:
-    """Resize/crop/flip one RGB image as the reference does; returns (3, H, W) uint8.
-
-    Random choices (crop offset, flip) come from `rng`, so a (seed, epoch, index) key reproduces them.
-    """
-    if policy == "resize_and_crop":
-        img = img.resize((load_size, load_size), BICUBIC)
-    elif policy in ("scale_width", "scale_width_and_crop"):
-        img = _scale_width(img, load_size, crop_size)
-    if policy in ("resize_and_crop", "crop", "scale_width_and_crop"):
-        w, h = img.size
-        if w < crop_size or h < crop_size:  # smaller than the crop: scale up, keeping the aspect
-            s = crop_size / min(w, h)
-            img = img.resize((max(crop_size, round(w * s)), max(crop_size, round(h * s))), BICUBIC)
-            w, h = img.size
-        x = int(rng.integers(0, w - crop_size + 1))
-        y = int(rng.integers(0, h - crop_size + 1))
-        img = img.crop((x, y, x + crop_size, y + crop_size))
-    img = _make_multiple_of(img, 4)  # the reference's __make_power_2(base=4), for every policy
-    arr = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
-    if flip and rng.random() < 0.5:
-        arr = arr[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # (3, H, W)
+    """Resize/crop/flip one RGB image as the reference does; returns (3, H, W) uint8."""
+    arr = np.asarray(prepare(img, policy, load_size, crop_size), dtype=np.uint8)  # (H, W, 3)
+    return crop_flip(arr, crop_size if policy in CROPPING else None, u, flip)
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
