@@ -24,6 +24,7 @@ PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", 
 GAN_MODES = ("lsgan", "vanilla")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 KERNEL_CHOICES = ("auto", "torch", "triton")
+LOADERS = ("auto", "torch", "dali", "gpu-cache")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -52,7 +53,15 @@ class DataConfig:
     no_flip: bool = _f(False, "do not flip images horizontally for augmentation")
     serial_batches: bool = _f(False, "pair A[i] with B[i] instead of a random B")
     max_dataset_size: int = _f(0, "use at most this many images per domain (0: all)")
-    num_workers: int = _f(4, "DataLoader worker processes decoding images")
+    num_workers: int = _f(4, "decode workers: DataLoader processes (torch), CPU threads (dali, gpu-cache)")
+    loader: str = _f(
+        "auto",
+        "torch (PIL in workers), dali (GPU decode) or gpu-cache (decoded once into device memory); "
+        "auto: gpu-cache on CUDA when the dataset fits --cache-budget-gb, else dali if installed, else torch",
+        choices=LOADERS,
+    )
+    prefetch: int = _f(2, "batches the dali loader prepares ahead of the step")
+    cache_budget_gb: float = _f(0.0, "device memory gpu-cache may fill, GiB (0: a quarter of the device's)")
 
 
 @dataclass
@@ -196,6 +205,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "log_every": r.log_every,
         "save_every": r.save_every,
         "n_epochs": o.n_epochs,
+        "prefetch": d.prefetch,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -211,6 +221,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "num_workers": d.num_workers,
         "init_gain": m.init_gain,
         "max_dataset_size": d.max_dataset_size,
+        "cache_budget_gb": d.cache_budget_gb,
     }
     for name, value in non_negative.items():
         if value < 0:

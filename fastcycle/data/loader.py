@@ -1,66 +1,106 @@
-"""The PyTorch loader: PIL decode in worker processes, pinned uint8 batches, non-blocking copies."""
+"""The three training loaders behind `--loader`, what they share, and how one is chosen.
+
+Every loader yields `Batch`es of float [-1, 1] tensors on the training device (channels-last when
+asked), from the same scanned file lists, the same preprocessing sizes (fastcycle.data.transforms) and
+the same epoch length and per-rank shards (fastcycle.data.plan):
+
+- torch: PIL decode in DataLoader worker processes, pinned uint8 batches, non-blocking copies.
+- gpu-cache: every image decoded and resized once into device memory; a step is one gather.
+- dali: NVIDIA DALI decodes, resizes, crops, flips and normalises on the GPU (CPU operators without one).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from fastcycle.config import DataConfig
-from fastcycle.data.folders import domain_images
-from fastcycle.data.transforms import to_model_range
-from fastcycle.data.unaligned import EpochSampler, UnalignedDataset, collate
+from fastcycle.data.plan import steps_per_epoch
+from fastcycle.data.scan import DomainScan
+from fastcycle.data.transforms import CROPPING, prepared_size, to_model_range
+from fastcycle.errors import UserError
 
 
 @dataclass
-class TrainData:
-    loader: DataLoader
-    sampler: EpochSampler
-    dataset: UnalignedDataset
+class Batch:
+    A: torch.Tensor  # (N, 3, H, W) float in [-1, 1] on the training device
+    B: torch.Tensor
+    skipped: list[str] = field(default_factory=list)  # files that turned unreadable since the scan
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """What every loader needs: the data, the preprocessing, the batch, the device and the shard."""
+
+    A: DomainScan
+    B: DomainScan
+    policy: str
+    load_size: int
+    crop_size: int
+    flip: bool
+    serial_batches: bool
+    seed: int
+    batch_size: int
+    device: torch.device
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def pairs(self) -> int:
+        """Positions per epoch: the larger domain's size."""
+        return max(len(self.A.images), len(self.B.images))
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.loader.batch_size
+        return steps_per_epoch(self.pairs, self.batch_size, self.world_size)
 
-    def epoch(self, epoch: int, start_step: int = 0):
-        """Iterate over the batches of `epoch`, skipping the first `start_step` (for an exact resume)."""
-        self.sampler.set_epoch(epoch, start_step * self.loader.batch_size)
-        return iter(self.loader)
+    @property
+    def crop(self) -> int | None:
+        return self.crop_size if self.policy in CROPPING else None
+
+    def prepared_sizes(self, scan: DomainScan) -> np.ndarray:
+        """(n, 2) int64 (width, height) of each image after the deterministic resizes."""
+        sizes = [prepared_size(self.policy, *f.size, self.load_size, self.crop_size) for f in scan.images]
+        return np.array(sizes, dtype=np.int64).reshape(-1, 2)
 
 
-def build_train_data(cfg: DataConfig, batch_size: int, seed: int, device: torch.device) -> TrainData:
-    paths_A = domain_images(cfg.data, "trainA", cfg.max_dataset_size)
-    paths_B = domain_images(cfg.data, "trainB", cfg.max_dataset_size)
-    dataset = UnalignedDataset(
-        paths_A,
-        paths_B,
-        cfg.preprocess,
-        cfg.load_size,
-        cfg.crop_size,
-        flip=not cfg.no_flip,
-        serial_batches=cfg.serial_batches,
-        seed=seed,
-    )
-    if len(dataset) < batch_size:
-        raise ValueError(f"--batch-size {batch_size} is larger than the dataset ({len(dataset)} images)")
-    sampler = EpochSampler(len(dataset), seed, shuffle=not cfg.serial_batches)
-    # More decode processes than cores only adds context switches and memory.
-    workers = min(cfg.num_workers, os.cpu_count() or 1)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        drop_last=True,  # equal batch shapes: no recompiles under --compile, steady memory
-        # Page-locked host memory makes the host-to-device copy asynchronous (non_blocking below).
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    return TrainData(loader, sampler, dataset)
+class Loader(Protocol):
+    name: str
+    spec: LoaderSpec
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's batches of `epoch`, from batch `start_step` on (for an exact resume)."""
+        ...
+
+    def state_dict(self) -> dict:
+        """What an exact resume needs beyond (epoch, step); empty for the plan-driven loaders."""
+        ...
+
+
+def check_spec(spec: LoaderSpec) -> None:
+    """Refuse what no loader can batch, before any decoding."""
+    if spec.steps_per_epoch == 0:
+        raise UserError(
+            f"--batch-size {spec.batch_size} x {spec.world_size} process(es) exceeds the dataset's "
+            f"{spec.pairs} pairs; lower --batch-size or add images"
+        )
+    if spec.crop is None and spec.batch_size > 1:
+        for scan in (spec.A, spec.B):
+            sizes = {tuple(s) for s in spec.prepared_sizes(scan).tolist()}
+            if len(sizes) > 1:
+                example = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:2])
+                raise UserError(
+                    f"--preprocess {spec.policy} leaves {scan.name} at {len(sizes)} different sizes "
+                    f"(e.g. {example}), which cannot share a batch; use --batch-size 1 or a cropping "
+                    "--preprocess such as resize_and_crop"
+                )
 
 
 def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -69,3 +109,48 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) ->
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return to_model_range(x)
+
+
+def default_cache_budget(device: torch.device) -> int:
+    """A quarter of the device's memory (host memory for a CPU run): the rest is the step's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_loader(cfg: DataConfig, spec: LoaderSpec, work_dir: Path, state: dict | None = None):
+    """(loader, note): the `--loader` choice built for `spec`; `auto` says what it picked and why."""
+    from fastcycle.data import gpu_cache
+
+    check_spec(spec)
+    budget = int(cfg.cache_budget_gb * 2**30) if cfg.cache_budget_gb else default_cache_budget(spec.device)
+    choice, why = cfg.loader, "as asked"
+    if choice == "auto":
+        need = gpu_cache.cache_bytes(spec)
+        if spec.device.type != "cuda":
+            choice, why = "torch", "no CUDA device"
+        elif need <= budget:
+            choice, why = "gpu-cache", f"the dataset needs {need / 2**30:.2f} GiB of the {budget / 2**30:.1f}"
+        elif dali_available():
+            choice, why = "dali", "the dataset does not fit the gpu-cache budget"
+        else:
+            choice, why = "torch", "too large for gpu-cache and DALI is not installed"
+    if choice == "gpu-cache":
+        loader = gpu_cache.GpuCacheLoader(spec, budget, cfg.num_workers)
+    elif choice == "dali":
+        from fastcycle.data.dali_loader import DaliLoader  # imports DALI (half a second): only when used
+
+        loader = DaliLoader(spec, work_dir, cfg.num_workers, cfg.prefetch, state)
+    else:
+        from fastcycle.data.torch_loader import TorchLoader
+
+        loader = TorchLoader(spec, cfg.num_workers)
+    return loader, f"loader {choice} ({why})"

@@ -1,7 +1,7 @@
-"""Unpaired A/B dataset (the reference's `UnalignedDataset`) and its epoch sampler.
+"""Unpaired A/B dataset (the reference's `UnalignedDataset`) for the torch loader, and its sampler.
 
-Every random choice is keyed on (seed, epoch, index), never on worker state, so a run is reproducible
-with any number of workers and can resume mid-epoch at exactly the next batch.
+Item `(epoch, position)` is looked up in the epoch plan (fastcycle.data.plan): which A and B file and
+which crop and flip. Nothing depends on worker state, so any number of workers reproduces a run.
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from fastcycle.data.folders import load_rgb
+from fastcycle.data.plan import epoch_plan, rank_positions
 from fastcycle.data.transforms import preprocess
 
 
 class UnalignedDataset(Dataset):
-    """Item `(epoch, i)`: A[i mod |A|] with B[i mod |B|] (serial) or a random B.
-
-    An epoch is max(|A|, |B|) items, the smaller domain wrapping around, as in the reference.
-    """
-
     def __init__(
         self,
         paths_A: list[Path],
@@ -41,10 +37,12 @@ class UnalignedDataset(Dataset):
     def __len__(self) -> int:
         return max(len(self.paths_A), len(self.paths_B))
 
-    def _load(
-        self, paths: list[Path], index: int, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, list[str]]:
-        """Decode paths[index]; an unreadable file is replaced by the next readable one and reported."""
+    def plan(self, epoch: int):
+        return epoch_plan(self.seed, epoch, len(self.paths_A), len(self.paths_B), not self.serial_batches)
+
+    def _load(self, paths: list[Path], index: int, u: np.ndarray) -> tuple[torch.Tensor, list[str]]:
+        """Decode paths[index]. The folder scan vetted every file, but one can change during a run: an
+        unreadable file is replaced by the next readable one and reported, never a crash mid-epoch."""
         skipped = []
         for k in range(len(paths)):
             path = paths[(index + k) % len(paths)]
@@ -53,38 +51,36 @@ class UnalignedDataset(Dataset):
             except OSError:
                 skipped.append(str(path))
                 continue
-            return preprocess(img, self.policy, self.load_size, self.crop_size, self.flip, rng), skipped
-        raise RuntimeError(f"no readable image among {len(paths)} files, e.g. {paths[0]}")
+            return preprocess(img, self.policy, self.load_size, self.crop_size, self.flip, u), skipped
+        raise RuntimeError(f"no readable image left among {len(paths)} files, e.g. {paths[0]}")
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
-        epoch, i = key
-        rng = np.random.default_rng((self.seed, epoch, i))
-        j = i % len(self.paths_B) if self.serial_batches else int(rng.integers(len(self.paths_B)))
-        A, skipped_A = self._load(self.paths_A, i % len(self.paths_A), rng)
-        B, skipped_B = self._load(self.paths_B, j, rng)
+        epoch, position = key
+        plan = self.plan(epoch)
+        u = plan.u[position]
+        A, skipped_A = self._load(self.paths_A, int(plan.a[position]), u[:3])
+        B, skipped_B = self._load(self.paths_B, int(plan.b[position]), u[3:])
         return {"A": A, "B": B, "skipped": skipped_A + skipped_B}
 
 
 class EpochSampler(Sampler):
-    """Yields `(epoch, i)` keys in a shuffled (or serial) order, starting `start` items into the epoch."""
+    """Yields this rank's `(epoch, position)` keys in batch order, from batch `start_step` of the epoch."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
-        self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.epoch, self.start = 0, 0
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
+        self.epoch, self.start_step = 0, 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def _positions(self) -> np.ndarray:
+        return rank_positions(self.n, self.batch_size, self.rank, self.world_size, self.start_step).ravel()
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return len(self._positions())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        return iter([(self.epoch, i) for i in order[self.start :]])
+        return iter([(self.epoch, int(p)) for p in self._positions()])
 
 
 def collate(items: list[dict]) -> dict:

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from fastcycle.config import TrainConfig, validate
 from fastcycle.data import demo
-from fastcycle.data.loader import build_train_data, to_device
+from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
 from fastcycle.train.samples import save_sample_grid
@@ -30,8 +31,16 @@ class TrainResult:
     demo_psnr: tuple[float, float] | None = None  # (translated, untranslated) dB, demo runs only
 
 
-def log(msg: str) -> None:
-    tqdm.write(msg, file=sys.stderr)
+_run_log = None  # the open train.log of the current run, beside the checkpoint
+
+
+def log(msg: str, to_terminal: bool = True) -> None:
+    """One line to the terminal (above the progress bar) and to the run folder's train.log."""
+    if to_terminal:
+        tqdm.write(msg, file=sys.stderr)
+    if _run_log is not None:
+        _run_log.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+        _run_log.flush()
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -89,16 +98,50 @@ def train(cfg: TrainConfig) -> TrainResult:
                     f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})"
                 )
 
+    global _run_log
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _run_log = (run_dir / "train.log").open("a")
+    try:
+        return _train(cfg, run_dir, device, precision, kernels, kernels_note, state)
+    finally:
+        _run_log.close()
+        _run_log = None
+
+
+def _open_data(cfg: TrainConfig, run_dir: Path, device: torch.device, state: dict | None):
+    """Scan both domain folders (reporting what is skipped or converted), then build the loader."""
     data_root = cfg.data.data
     if data_root is None:
         data_root = demo.build(run_dir / "demo_data")
         log(f"data: built-in demo ({demo.DESCRIPTION}) in {data_root}")
-    data_cfg = type(cfg.data)(**{**cfg.data.__dict__, "data": str(data_root)})
-    data = build_train_data(data_cfg, cfg.optim.batch_size, rt.seed, device)
-    if data.steps_per_epoch == 0:
-        raise UserError(
-            f"--batch-size {cfg.optim.batch_size} exceeds the dataset's {len(data.dataset)} pairs"
-        )
+    d = cfg.data
+    scans = [scan_domain(data_root, name, d.max_dataset_size) for name in ("trainA", "trainB")]
+    for scan in scans:
+        log(f"data: {scan.summary()}")
+        for path, why in scan.skipped:
+            log(f"data: skipped {path}: {why}", to_terminal=False)
+        for f in scan.converted:
+            log(f"data: converted {f.path} ({f.convert}) to RGB", to_terminal=False)
+    spec = LoaderSpec(
+        *scans,
+        policy=d.preprocess,
+        load_size=d.load_size,
+        crop_size=d.crop_size,
+        flip=not d.no_flip,
+        serial_batches=d.serial_batches,
+        seed=cfg.runtime.seed,
+        batch_size=cfg.optim.batch_size,
+        device=device,
+        channels_last=cfg.runtime.channels_last,
+    )
+    loader, note = build_loader(d, spec, run_dir, state.get("loader") if state else None)
+    return Path(data_root), loader, note
+
+
+def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> TrainResult:
+    run = cfg.run
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    data_root, data, data_note = _open_data(cfg, run_dir, device, state)
 
     model = CycleGAN(cfg, device, precision, kernels)
     step = 0
@@ -106,23 +149,29 @@ def train(cfg: TrainConfig) -> TrainResult:
         model.load_state_dict(state["model"])
         _set_rng_state(state["rng"], device)
         step = state["step"]
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     n_epochs = cfg.optim.n_epochs + cfg.optim.n_epochs_decay
-    total = n_epochs * data.steps_per_epoch
+    steps_per_epoch = data.spec.steps_per_epoch
+    total = n_epochs * steps_per_epoch
     if run.max_steps:
         total = min(total, run.max_steps)
     n = sum(p.numel() for p in model.G_AB.parameters())
     log(
         f"device: {device} | {precision.note} | {kernels_note} | G {cfg.model.netG} ({n:,} params) | "
-        f"{len(data.dataset)} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps"
+        f"{data_note} | {data.spec.pairs} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps"
     )
 
     def checkpoint() -> None:
         save_checkpoint(
             run_dir,
-            {"config": cfg.to_dict(), "step": step, "model": model.state_dict(), "rng": _rng_state(device)},
+            {
+                "config": cfg.to_dict(),
+                "step": step,
+                "model": model.state_dict(),
+                "rng": _rng_state(device),
+                "loader": data.state_dict(),
+            },
         )
 
     sample_batch = None
@@ -133,14 +182,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     t_last, step_last = time.perf_counter(), step
     try:
         while step < total:
-            epoch, in_epoch = divmod(step, data.steps_per_epoch)
+            epoch, in_epoch = divmod(step, steps_per_epoch)
             for batch in data.epoch(epoch, start_step=in_epoch):
-                for path in batch["skipped"]:
+                for path in batch.skipped:
                     if path not in skipped_seen:
                         skipped_seen.add(path)
-                        log(f"skipped unreadable image {path}")
-                real_A = to_device(batch["A"], device, rt.channels_last)
-                real_B = to_device(batch["B"], device, rt.channels_last)
+                        log(f"data: skipped {path}: unreadable since the folder scan")
+                real_A, real_B = batch.A, batch.B
                 if sample_batch is None:
                     sample_batch = (real_A[:4].clone(), real_B[:4].clone())
                 losses = model.train_step(real_A, real_B)
@@ -171,7 +219,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     bar.set_postfix(
                         {k: f"{v:.3f}" for k, v in line.items()} | {"pairs/s": f"{pairs_per_s:.1f}"}
                     )
-                end_of_epoch = step % data.steps_per_epoch == 0
+                end_of_epoch = step % steps_per_epoch == 0
                 if end_of_epoch:
                     model.end_epoch()  # the reference's per-epoch LR policy
                 if run.sample_every and step % run.sample_every == 0:
@@ -186,9 +234,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if sample_batch is not None:
         save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
     if skipped_seen:
-        log(f"skipped {len(skipped_seen)} unreadable image(s); see the lines above")
+        log(f"data: {len(skipped_seen)} image(s) turned unreadable during the run; see the lines above")
     result.step = step
     log(f"done: {step} steps; checkpoint {checkpoint_path}")
     if cfg.data.data is None:
-        result.demo_psnr = demo.evaluate(model.generator("AtoB"), Path(data_root), device, precision.dtype)
+        result.demo_psnr = demo.evaluate(model.generator("AtoB"), data_root, device, precision.dtype)
     return result
