@@ -126,9 +126,10 @@ def test_loop_writes_metrics_samples_and_checkpoint(dataset, tmp_path):
         train(tiny(data=str(dataset), out=str(out), max_steps=4))
 
 
-def test_resume_continues_exactly(dataset, tmp_path):
+@pytest.mark.parametrize("loader", ["torch", "gpu-cache", "dali"])
+def test_resume_continues_exactly(dataset, tmp_path, loader):
     """A run stopped at step 4 (mid-epoch 1) and resumed ends where an uninterrupted run ends."""
-    common = dict(data=str(dataset), pool_size=2, ema_decay=0.9, n_epochs=1, n_epochs_decay=2)
+    common = dict(data=str(dataset), pool_size=2, ema_decay=0.9, n_epochs=1, n_epochs_decay=2, loader=loader)
     full = train(tiny(out=str(tmp_path / "full"), max_steps=7, **common))
     train(tiny(out=str(tmp_path / "split"), max_steps=4, **common))
     with (tmp_path / "split" / "metrics.jsonl").open("a") as f:  # logged after the last checkpoint
