@@ -13,10 +13,10 @@ GB/s compares useful work: a provider that makes extra passes shows as a lower f
 
 import pytest
 import torch
-from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
-from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
+from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 
 DTYPE = torch.float32 if SMOKE else torch.bfloat16
 BATCHES = [1] if SMOKE else [1, 4, 16]

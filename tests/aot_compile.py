@@ -12,10 +12,11 @@ import re
 import sys
 
 import triton
-from fastcycle.kernels import instance_norm as norm
-from fastcycle.kernels import reflect_conv as conv
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+
+from fastcycle.kernels import instance_norm as norm
+from fastcycle.kernels import reflect_conv as conv
 
 TARGETS = {"sm_90": GPUTarget("cuda", 90, 32), "sm_80": GPUTarget("cuda", 80, 32)}
 

@@ -7,11 +7,11 @@ and the reference.
 
 import pytest
 import torch
+
 from fastcycle.kernels import instance_norm as in_module
 from fastcycle.kernels import reflect_conv as conv_module
 from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
 from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
-
 from tests.conftest import DEVICE
 
 # fp32: same formulas, only the summation order differs (chunked Welford vs torch's reduction).
