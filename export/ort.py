@@ -1,0 +1,74 @@
+"""ONNX Runtime as a translate backend: the CUDA execution provider with IO binding, else the CPU one.
+
+With CUDA, the input and output are bound to torch tensors' device memory (IO binding), so a batch
+goes from the decode pipeline's device tensor into the session and back without a host copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastcycle.errors import UserError
+from fastcycle.export.onnx import CONVENTION, INPUT, OUTPUT, read_metadata
+
+
+class OrtRunner:
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: torch.device, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise UserError(
+                "--backend onnxruntime needs ONNX Runtime: pip install 'fastcycle[onnx]' (onnxruntime-gpu)"
+            ) from e
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path} does not exist; export one with `fastcycle export --onnx {path}`")
+        meta = read_metadata(path)
+        if meta.get("fastcycle.convention") != CONVENTION:
+            raise UserError(
+                f"{path} was not exported by `fastcycle export` (no fastcycle metadata); re-export it"
+            )
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            raise UserError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}") from e
+        used = self.session.get_providers()[0]
+        self.cuda = used == "CUDAExecutionProvider"
+        self.device = device if self.cuda else torch.device("cpu")
+        fallback = (
+            " (no CUDA provider in this onnxruntime)" if device.type == "cuda" and not self.cuda else ""
+        )
+        self.note = f"onnxruntime {used}{fallback}, {meta.get('fastcycle.dtype', 'fp32')} model {path.name}"
+        self.meta = meta
+        # Fixed H and W unless exported with --dynamic-hw: ints here, symbolic names otherwise.
+        self.hw = [d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape[2:]]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if any(want is not None and want != got for want, got in zip(self.hw, x.shape[2:], strict=True)):
+            raise UserError(
+                f"the ONNX model takes {self.hw[0]}x{self.hw[1]} images, not {x.shape[2]}x{x.shape[3]}; "
+                "re-export with --dynamic-hw (or --size) to translate other sizes"
+            )
+        x = x.float().contiguous()
+        if not self.cuda:
+            return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x.cpu().numpy()})[0])
+        out = torch.empty_like(x)  # the generator keeps the input's shape
+        binding = self.session.io_binding()
+        index = x.device.index or 0
+        binding.bind_input(INPUT, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_output(OUTPUT, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+        # ORT runs on its own stream: finish torch's work on x first; run_with_iobinding returns when done.
+        torch.cuda.current_stream(x.device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return out
