@@ -54,7 +54,16 @@ def _train_parser(sub) -> argparse.ArgumentParser:
 def _translate_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate a folder of images with a trained generator")
     p.add_argument(
-        "--checkpoint", required=True, help="fastcycle run folder or checkpoint, or a reference .pth"
+        "--checkpoint",
+        required=True,
+        help="fastcycle run folder or checkpoint, or a reference .pth (torch); or an exported .onnx, "
+        ".plan (TensorRT) or .pt2 (AOTInductor) file",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime", "tensorrt", "aoti"),
+        help="inference engine; auto: by the --checkpoint file's suffix (.onnx, .plan, .pt2), else torch",
     )
     p.add_argument("--input", required=True, help="folder of images to translate (searched recursively)")
     p.add_argument("--output", required=True, help="folder for the translations (PNG, same relative names)")
@@ -69,11 +78,54 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
         choices=KERNEL_CHOICES,
         help="generator layers: triton (fused kernels) or torch; auto: triton on CUDA when Triton works",
     )
+    _reference_architecture(p)
+    return p
+
+
+def _reference_architecture(p: argparse.ArgumentParser) -> None:
     ref = p.add_argument_group("architecture of a reference .pth (fastcycle checkpoints carry their own)")
     ref.add_argument("--netG", default="resnet_9blocks", choices=GENERATORS)
     ref.add_argument("--ngf", type=int, default=64)
     ref.add_argument("--norm", default="instance", choices=NORMS)
     ref.add_argument("--dropout", action="store_true", help="the .pth was trained with dropout")
+
+
+def _export_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="export a trained generator to ONNX, a TensorRT engine or an AOTInductor package",
+        description="Export a generator; each artifact is then checked against PyTorch (max/mean abs error).",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="fastcycle run folder or checkpoint, or a reference .pth"
+    )
+    p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model (dynamic batch, opset 18)")
+    p.add_argument("--fp16", action="store_true", help="ONNX in fp16, instance norm kept in fp32")
+    p.add_argument("--dynamic-hw", action="store_true", help="ONNX/AOTI: any H and W (multiples of 4)")
+    p.add_argument(
+        "--size", type=int, default=256, help="example and parity size; the TensorRT engine's H and W"
+    )
+    p.add_argument(
+        "--trt", metavar="OUT.plan", help="build a TensorRT engine (from --onnx, or OUT.onnx beside it)"
+    )
+    p.add_argument(
+        "--batch",
+        default="1:8:32",
+        help="batch sizes MIN:OPT:MAX: the TensorRT profile; MAX bounds the AOTI package",
+    )
+    p.add_argument(
+        "--trt-precision", default="fp16", choices=("fp32", "fp16", "bf16"), help="TensorRT precision"
+    )
+    p.add_argument(
+        "--timing-cache", help="TensorRT timing cache file, reused across builds (default: beside the plan)"
+    )
+    p.add_argument("--aoti", metavar="OUT.pt2", help="write an AOTInductor package for --device")
+    p.add_argument(
+        "--device", default="auto", help="cuda, cuda:N, cpu or auto (AOTI target and parity checks)"
+    )
+    p.add_argument("--images", help="real images for the parity check (default: the run's testA or trainA)")
+    _reference_architecture(p)
     return p
 
 
@@ -82,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
     _translate_parser(sub)
+    _export_parser(sub)
     return parser
 
 
@@ -114,26 +167,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator_kw(args: argparse.Namespace) -> dict:
+    return {"netG": args.netG, "ngf": args.ngf, "norm": args.norm, "dropout": args.dropout}
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
-    from fastcycle.translate import load_generator, translate_folder
+    from fastcycle.translate import open_runner, translate_folder
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.amp, "auto", device)
     kernels, _ = resolve_kernels(args.kernels, device)
-    net = load_generator(
-        args.checkpoint, args.direction, args.netG, args.ngf, args.norm, args.dropout, kernels
-    )
-    report = translate_folder(
-        net, args.input, args.output, device, args.batch_size, precision.dtype, args.workers
-    )
+    kw = _generator_kw(args) | {"direction": args.direction, "kernels": kernels}
+    runner = open_runner(args.backend, args.checkpoint, device, precision.dtype, kw)
+    report = translate_folder(runner, args.input, args.output, args.batch_size, args.workers)
     for path in report.skipped:
         print(f"skipped unreadable image {path}", file=sys.stderr)
     rate = report.written / max(report.seconds, 1e-9)
+    extra = f", {kernels} kernels" if runner.name == "torch" else ""
     print(
-        f"translated {report.written} images to {args.output} ({rate:.1f} images/s on {device}, "
-        f"{precision.note.removeprefix('precision: ')}, {kernels} kernels); skipped {len(report.skipped)}"
+        f"translated {report.written} images to {args.output} ({rate:.1f} images/s, {runner.note}{extra}); "
+        f"skipped {len(report.skipped)}"
     )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fastcycle.export.command import ExportRequest, run_export
+
+    fields = ExportRequest.__dataclass_fields__
+    req = ExportRequest(
+        **{k: v for k, v in vars(args).items() if k in fields}, generator_kw=_generator_kw(args)
+    )
+    run_export(req)
     return 0
 
 
@@ -141,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parse(build_parser(), argv)
-        return {"train": cmd_train, "translate": cmd_translate}[args.command](args)
+        return {"train": cmd_train, "translate": cmd_translate, "export": cmd_export}[args.command](args)
     except UserError as e:
         print(f"fastcycle: error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,8 @@ from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 
 DIRECTIONS = ("AtoB", "BtoA")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "aoti")
+BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pt2": "aoti"}
 # The reference's run folders name the A -> B generator G_A and the B -> A one G_B.
 _REFERENCE_FILES = {"AtoB": "latest_net_G_A.pth", "BtoA": "latest_net_G_B.pth"}
 
@@ -89,29 +91,47 @@ def _decode(path: Path) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def _run(net: nn.Module, images: list[np.ndarray], device: torch.device, amp_dtype) -> list[np.ndarray]:
+def _run(runner, images: list[np.ndarray]) -> list[np.ndarray]:
     """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size."""
     h, w = images[0].shape[:2]
-    x = torch.from_numpy(np.stack(images)).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    x = torch.from_numpy(np.stack(images)).to(runner.device, non_blocking=True).permute(0, 3, 1, 2)
     x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
     # The generator needs sides divisible by 4: reflect-pad up, translate, crop back (no resampling).
     ph, pw = -h % 4, -w % 4
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        y = net(x)[:, :, :h, :w]
+    y = runner(x.contiguous())[:, :, :h, :w]
     return list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
 
 
+def open_runner(
+    backend: str, model: str | Path, device: torch.device, amp_dtype=None, generator_kw: dict | None = None
+):
+    """The translate backend for `model`: a run/checkpoint/.pth (torch), .onnx, .plan or .pt2 file.
+    `auto` picks by the file's suffix."""
+    if backend == "auto":
+        backend = BACKEND_BY_SUFFIX.get(Path(model).suffix.lower(), "torch")
+    if backend == "torch":
+        from fastcycle.export.runner import TorchRunner
+
+        return TorchRunner(load_generator(model, **(generator_kw or {})), device, amp_dtype)
+    if backend == "onnxruntime":
+        from fastcycle.export.ort import OrtRunner
+
+        return OrtRunner(model, device)
+    if backend == "tensorrt":
+        from fastcycle.export.trt import TrtRunner
+
+        return TrtRunner(model, device)
+    from fastcycle.export.aoti import AotiRunner
+
+    return AotiRunner(model, device)
+
+
 def translate_folder(
-    net: nn.Module,
-    input_dir: str | Path,
-    output_dir: str | Path,
-    device: torch.device,
-    batch_size: int = 8,
-    amp_dtype: torch.dtype | None = None,
-    workers: int = 4,
+    runner, input_dir: str | Path, output_dir: str | Path, batch_size: int = 8, workers: int = 4
 ) -> TranslateReport:
+    """Translate every image under input_dir with `runner` (fastcycle.export.runner.Runner)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist")
@@ -131,7 +151,6 @@ def translate_folder(
         clash = outputs.setdefault(out, f)
         if clash != f:
             raise UserError(f"{clash} and {f} would both be written as {out}; rename one")
-    net = net.to(device)
     skipped: list[str] = []
     written = 0
     t0 = time.perf_counter()
@@ -151,7 +170,7 @@ def translate_folder(
 
         def flush(paths: list[Path], images: list[np.ndarray]) -> None:
             nonlocal written
-            for path, out in zip(paths, _run(net, images, device, amp_dtype), strict=True):
+            for path, out in zip(paths, _run(runner, images), strict=True):
                 writes.append(encode_pool.submit(save_image, out, output_path(path, input_dir, output_dir)))
             while len(writes) > window:
                 writes.popleft().result()

@@ -1,0 +1,119 @@
+"""`fastcycle export`: a trained generator -> ONNX, TensorRT engine and/or AOTInductor package, each
+followed by a parity check against the PyTorch generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from fastcycle.errors import UserError
+
+
+@dataclass
+class ExportRequest:
+    checkpoint: str
+    direction: str = "AtoB"
+    onnx: str | None = None
+    fp16: bool = False
+    dynamic_hw: bool = False
+    size: int = 256
+    trt: str | None = None
+    batch: str = "1:8:32"
+    trt_precision: str = "fp16"
+    timing_cache: str | None = None
+    aoti: str | None = None
+    device: str = "auto"
+    images: str | None = None
+    generator_kw: dict | None = None  # the architecture of a reference .pth
+
+
+def _run_config(checkpoint: str) -> dict | None:
+    """The saved training config of a fastcycle run, or None for a reference .pth."""
+    path = Path(checkpoint)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    try:
+        return load_checkpoint(path)["config"]
+    except UserError:
+        return None
+
+
+def _default_images(config: dict | None, checkpoint: str) -> Path | None:
+    """Real images for the parity check: the run's testA (or trainA) when its dataset is at hand."""
+    if not config:
+        return None
+    run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+    root = config["data"].get("data") or run_dir / "demo_data"  # a demo run keeps its data inside
+    for sub in ("testA", "trainA"):
+        if (Path(root) / sub).is_dir():
+            return Path(root) / sub
+    return None
+
+
+def run_export(req: ExportRequest, say=print) -> list[Path]:
+    """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity."""
+    from fastcycle.export.onnx import export_onnx, metadata_for
+    from fastcycle.export.parity import check_parity, parity_inputs
+    from fastcycle.train.runtime import resolve_device
+    from fastcycle.translate import load_generator
+
+    if not (req.onnx or req.trt or req.aoti):
+        raise UserError("nothing to export: pass --onnx OUT.onnx, --trt OUT.plan and/or --aoti OUT.pt2")
+    if req.size <= 0 or req.size % 4:
+        raise UserError(
+            f"--size {req.size} must be a positive multiple of 4 (the generator downsamples twice)"
+        )
+    device = resolve_device(req.device)
+    net = load_generator(req.checkpoint, req.direction, **(req.generator_kw or {}))  # eval, no grad
+    config = _run_config(req.checkpoint)
+    inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
+    written = []
+    onnx_path = req.onnx or (str(Path(req.trt).with_suffix(".onnx")) if req.trt else None)
+    if onnx_path:
+        from fastcycle.export.ort import OrtRunner
+
+        meta = metadata_for(config, req.direction)
+        path = export_onnx(
+            net, onnx_path, fp16=req.fp16, dynamic_hw=req.dynamic_hw, size=req.size, metadata=meta
+        )
+        written.append(path)
+        say(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        say(check_parity(net, OrtRunner(path, device), inputs, "fp16" if req.fp16 else "fp32", "onnxruntime"))
+    if req.trt:
+        from fastcycle.export.trt import TrtRunner, build_engine, parse_batch_range
+
+        batch = parse_batch_range(req.batch)
+        cache = req.timing_cache or str(Path(req.trt).with_suffix(".timing-cache"))
+        path = build_engine(
+            onnx_path,
+            req.trt,
+            precision=req.trt_precision,
+            batch=batch,
+            hw=(req.size, req.size),
+            timing_cache=cache,
+        )
+        written.append(path)
+        say(f"wrote {path} (batch {batch[0]}..{batch[2]}, {req.trt_precision}; timing cache {cache})")
+        trt_inputs = [(label, x[: batch[2]]) for label, x in inputs]
+        say(check_parity(net, TrtRunner(path, device), trt_inputs, req.trt_precision, "tensorrt"))
+    if req.aoti:
+        from fastcycle.export.aoti import AotiRunner, export_aoti
+        from fastcycle.export.trt import parse_batch_range  # generic MIN:OPT:MAX parsing, no TensorRT
+
+        max_batch = parse_batch_range(req.batch)[2]
+        example = torch.zeros(2, 3, req.size, req.size, device=device)
+        meta = metadata_for(config, req.direction)
+        path = export_aoti(
+            net.to(device),
+            req.aoti,
+            example=example,
+            max_batch=max_batch,
+            dynamic_hw=req.dynamic_hw,
+            metadata=meta,
+        )
+        written.append(path)
+        say(f"wrote {path} (AOTInductor, {device}, batch 1..{max_batch})")
+        say(check_parity(net, AotiRunner(path, device), inputs, "fp32", "aoti"))
+    return written
