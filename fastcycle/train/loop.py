@@ -18,6 +18,7 @@ from fastcycle.data import demo
 from fastcycle.data.loader import LoaderSpec, build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
+from fastcycle.train.flops import peak_flops, step_flops
 from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
 from fastcycle.train.samples import save_sample_grid
 from fastcycle.train.step import LOSS_NAMES, CycleGAN
@@ -174,6 +175,9 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
             },
         )
 
+    # MFU on the progress line where a peak is known (GPUs in flops.PEAK_BF16): counted FLOPs per pair.
+    peak = peak_flops(device)
+    flops_per_pair = step_flops(cfg) if peak else None
     sample_batch = None
     result = TrainResult(run_dir, step)
     metrics = _open_metrics(run_dir / "metrics.jsonl", step)
@@ -213,12 +217,14 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
                         "pairs_per_s": round(pairs_per_s, 3),
                         **{k: round(v, 5) for k, v in line.items()},
                     }
+                    speed = {"pairs/s": f"{pairs_per_s:.1f}"}
+                    if flops_per_pair:
+                        record["mfu"] = round(pairs_per_s * flops_per_pair / peak, 4)
+                        speed["mfu"] = f"{record['mfu']:.1%}"
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     result.losses.append(record)
-                    bar.set_postfix(
-                        {k: f"{v:.3f}" for k, v in line.items()} | {"pairs/s": f"{pairs_per_s:.1f}"}
-                    )
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()} | speed)
                 end_of_epoch = step % steps_per_epoch == 0
                 if end_of_epoch:
                     model.end_epoch()  # the reference's per-epoch LR policy
