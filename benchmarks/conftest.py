@@ -9,6 +9,8 @@ import os
 import pytest
 import torch
 
+from benchmarks import results
+
 if not torch.cuda.is_available():  # read when a kernel is defined: before fastcycle.kernels is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -53,10 +55,14 @@ def ceilings() -> dict[str, float]:
 
 
 def environment() -> dict[str, str]:
-    import triton
+    """Versions and hardware, recorded with every case (and once per results file)."""
+    return results.environment()
 
-    env = {"torch": torch.__version__, "triton": triton.__version__, "device": str(DEVICE)}
-    if DEVICE.type == "cuda":
-        env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda or ""}
-        env["cudnn"] = str(torch.backends.cudnn.version())
-    return env
+
+def pytest_sessionfinish(session, exitstatus):
+    """On a GPU, write the run's results file (benchmarks/results.py): the performance record."""
+    bench = getattr(session.config, "_benchmarksession", None)
+    if SMOKE or bench is None or bench.disabled or not bench.benchmarks:
+        return
+    path = results.write_results(bench.benchmarks, results.environment())
+    print(f"\nbenchmarks: wrote {path}")
