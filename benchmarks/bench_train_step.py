@@ -1,0 +1,170 @@
+"""One full CycleGAN iteration (both generators, both discriminators, pools, both optimizer steps).
+
+    pytest benchmarks/bench_train_step.py                      # on a GPU: resnet_9blocks at 256x256
+    pytest benchmarks/bench_train_step.py --benchmark-disable  # anywhere: a tiny CycleGAN, each case once
+
+Cases, each adding one thing to the one before, on synthetic data already on the device:
+
+    reference       the reference implementation's step: its exact sequence of network calls and
+                    backward passes, eager fp32, batch 1, NCHW, torch.optim.Adam with its defaults,
+                    cudnn.benchmark on (the reference sets it for every --preprocess but scale_width)
+    fastcycle_fp32  fastcycle's step: real+identity and real+fake calls batched, fused Adam, no sync
+    bf16            + bf16 autocast
+    channels_last   + channels-last memory format
+    compile         + torch.compile of each network
+    triton          + fastcycle's fused Triton kernels in the generators
+    cudagraphs      + CUDA graphs (compile mode reduce-overhead: each network's graph replayed)
+    best-b{1,4,8,16} the best configuration at batch 1, 4, 8, 16
+
+Every case reports pairs/s, MFU (FLOPs counted by fastcycle.train.flops.step_flops, over the H100's
+~790 TFLOP/s dense bf16), the fraction of this GPU's measured bf16 matmul rate, peak memory, and its
+speed-up over `reference` measured in the same run.
+"""
+
+import functools
+import itertools
+
+import pytest
+import torch
+
+from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.losses import gan_loss, l1
+from fastcycle.pool import ImagePool
+from fastcycle.train import CycleGAN
+from fastcycle.train.flops import PEAK_BF16, step_flops
+from fastcycle.train.runtime import resolve_precision
+
+SIZE = 32 if SMOKE else 256
+STEPS = 1 if SMOKE else 20  # iterations per timed round
+# (id, batch, amp, channels_last, compile mode or None, kernels); the compile cases use the "eager"
+# backend on a CPU: a smoke test of the plumbing, since Inductor compiling four networks takes minutes.
+CASES = [
+    ("reference", 1, False, False, None, "torch"),
+    ("fastcycle_fp32", 1, False, False, None, "torch"),
+    ("bf16", 1, True, False, None, "torch"),
+    ("channels_last", 1, True, True, None, "torch"),
+    ("compile", 1, True, True, "default", "torch"),
+    ("triton", 1, True, True, "default", "triton"),
+    ("cudagraphs", 1, True, True, "reduce-overhead", "triton"),
+    *[(f"best-b{b}", b, True, True, "reduce-overhead", "triton") for b in (1, 4, 8, 16)],
+]
+_reference_pairs_per_s = []  # set by the reference case, which runs first
+
+
+def _config(batch: int, amp: bool, channels_last: bool):
+    small = {"netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "n_layers_D": 2} if SMOKE else {}
+    overrides = {"batch_size": batch, "crop_size": SIZE, "amp": amp, "channels_last": channels_last}
+    return apply_overrides(cyclegan(), small | overrides)
+
+
+class ReferenceStep:
+    """The reference's CycleGANModel.optimize_parameters, call for call (fastcycle's names: G_AB is
+    its netG_A, D_B its netD_A). The networks are fastcycle's, which are the reference's modules."""
+
+    def __init__(self, model: CycleGAN):
+        self.m, lo = model, model.cfg.loss
+        self.lo = lo
+        adam = dict(lr=model.cfg.optim.lr, betas=(model.cfg.optim.beta1, 0.999))  # default implementation
+        self.opt_G = torch.optim.Adam(
+            itertools.chain(model.G_AB.parameters(), model.G_BA.parameters()), **adam
+        )
+        self.opt_D = torch.optim.Adam(itertools.chain(model.D_A.parameters(), model.D_B.parameters()), **adam)
+        self.pool_A, self.pool_B = ImagePool(lo.pool_size, 1), ImagePool(lo.pool_size, 2)
+
+    def _backward_D(self, D, real, fake):
+        loss = (
+            gan_loss(D(real), True, self.lo.gan_mode) + gan_loss(D(fake.detach()), False, self.lo.gan_mode)
+        ) * 0.5
+        loss.backward()
+
+    def train_step(self, real_A, real_B):
+        m, lo = self.m, self.lo
+        fake_B = m.G_AB(real_A)
+        rec_A = m.G_BA(fake_B)
+        fake_A = m.G_BA(real_B)
+        rec_B = m.G_AB(fake_A)
+        m.D_A.requires_grad_(False)
+        m.D_B.requires_grad_(False)
+        self.opt_G.zero_grad()
+        idt_A = m.G_AB(real_B)
+        idt_B = m.G_BA(real_A)
+        loss_G = (
+            gan_loss(m.D_B(fake_B), True, lo.gan_mode)
+            + gan_loss(m.D_A(fake_A), True, lo.gan_mode)
+            + l1(rec_A, real_A) * lo.lambda_A
+            + l1(rec_B, real_B) * lo.lambda_B
+            + l1(idt_A, real_B) * lo.lambda_B * lo.lambda_identity
+            + l1(idt_B, real_A) * lo.lambda_A * lo.lambda_identity
+        )
+        loss_G.backward()
+        self.opt_G.step()
+        m.D_A.requires_grad_(True)
+        m.D_B.requires_grad_(True)
+        self.opt_D.zero_grad()
+        self._backward_D(m.D_B, real_B, self.pool_B.query(fake_B))
+        self._backward_D(m.D_A, real_A, self.pool_A.query(fake_A))
+        self.opt_D.step()
+
+
+@functools.cache
+def _flops_of(netG, ngf, ndf, netD, n_layers_D, norm, size, identity) -> float:
+    return step_flops(_config(1, False, False))
+
+
+def _flops(cfg) -> float:
+    """Per-pair FLOPs, counted once per architecture (counting takes seconds even on meta tensors)."""
+    m = cfg.model
+    return _flops_of(m.netG, m.ngf, m.ndf, m.netD, m.n_layers_D, m.norm, SIZE, cfg.loss.lambda_identity > 0)
+
+
+def _model(case):
+    name, batch, amp, channels_last, mode, kernels = case
+    cfg = _config(batch, amp, channels_last)
+    model = CycleGAN(cfg, DEVICE, resolve_precision(amp, "auto", DEVICE), kernels)
+    if mode is not None:
+        for net in model.nets.values():
+            net.compile(dynamic=False, **({"backend": "eager"} if SMOKE else {"mode": mode}))
+    return (ReferenceStep(model) if name == "reference" else model), cfg
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CASES])  # a plain string: the results file's params
+def test_train_step(benchmark, ceilings, name):
+    case = next(c for c in CASES if c[0] == name)
+    batch = case[1]
+    if name.startswith(("cudagraphs", "best")) and DEVICE.type != "cuda":
+        pytest.skip("CUDA graphs need a GPU")
+    torch.backends.cudnn.benchmark = True  # both fastcycle and the reference turn it on
+    model, cfg = _model(case)
+    memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    real_A, real_B = (
+        (torch.rand(batch, 3, SIZE, SIZE, device=DEVICE) * 2 - 1).contiguous(memory_format=memory_format)
+        for _ in range(2)
+    )
+
+    def steps():
+        for _ in range(STEPS):
+            model.train_step(real_A, real_B)
+        synchronize()
+
+    steps()  # cuDNN autotuning, compilation, CUDA-graph capture, allocator warm-up
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    benchmark.pedantic(steps, rounds=2 if SMOKE else 10, iterations=1)
+    flops = _flops(cfg)
+    info = {"case": name, "batch": batch, "size": SIZE, "flops_per_pair": flops, "env": environment()}
+    info |= {"amp": cfg.runtime.amp, "channels_last": cfg.runtime.channels_last, "kernels": case[5]}
+    info["compile_mode"] = case[4]
+    if DEVICE.type == "cuda":
+        info["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    stats = getattr(benchmark, "stats", None)
+    if stats:
+        pairs_per_s = batch * STEPS / stats.stats.median
+        info["pairs_per_s"] = pairs_per_s
+        info["mfu"] = pairs_per_s * flops / PEAK_BF16["H100"]
+        info["fraction_of_bf16_matmul"] = pairs_per_s * flops / ceilings["bf16_flop_per_s"]
+        if name == "reference":
+            _reference_pairs_per_s[:] = [pairs_per_s]
+        elif _reference_pairs_per_s:
+            info["speedup_vs_reference"] = pairs_per_s / _reference_pairs_per_s[0]
+    benchmark.extra_info.update(info)
