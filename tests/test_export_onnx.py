@@ -134,13 +134,22 @@ def test_export_errors_are_one_clear_line(trained, tmp_path):
 
 def test_translate_backends_write_the_same_images(trained, tmp_path):
     root, _ = trained
+    said = []
+    request = ExportRequest(
+        str(root / "run"), aoti=str(tmp_path / "g.pt2"), dynamic_hw=True, size=32, batch="1:2:4"
+    )
+    run_export(request, say=said.append)
+    assert said[-1].startswith("parity aoti vs PyTorch (random, 3 real images): max abs")
     outputs = {}
-    for name, model in (("torch", root / "run"), ("onnxruntime", root / "g.onnx")):
+    backends = (("torch", root / "run"), ("onnxruntime", root / "g.onnx"), ("aoti", tmp_path / "g.pt2"))
+    for name, model in backends:
         runner = open_runner("auto", model, CPU, None, {"direction": "AtoB"})
         assert runner.name == name
         report = translate_folder(runner, root / "data" / "testA", tmp_path / name, batch_size=2, workers=2)
         assert report.written == 3 and not report.skipped
         outputs[name] = [np.asarray(Image.open(p)) for p in sorted((tmp_path / name).glob("*.png"))]
-    for a, b in zip(outputs["torch"], outputs["onnxruntime"], strict=True):
-        assert a.shape == (36, 44, 3)
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # within 1/255: rounding of equal floats
+    assert len(outputs["torch"]) == 3
+    for name in ("onnxruntime", "aoti"):
+        for a, b in zip(outputs["torch"], outputs[name], strict=True):
+            assert a.shape == b.shape == (36, 44, 3)
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # within 1/255: rounding of equal floats
