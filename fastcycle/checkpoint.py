@@ -1,13 +1,17 @@
 """Checkpoints: atomic full-state saves, safe loading, and the reference implementation's .pth files.
 
 A fastcycle checkpoint is one `torch.save` file holding the resolved config, the step counters, all
-network, EMA, optimizer, scheduler, scaler and pool states, and the RNG states. It is written to a
-temporary file, fsynced and renamed over the old one, so a crash never leaves a half-written
-checkpoint where a good one was. Loading uses `weights_only=True`: a checkpoint cannot run code.
+network, EMA, optimizer, scheduler, scaler and pool states, and the RNG states, plus a SHA-256 of all
+its tensors' bytes. A save writes a temporary file and fsyncs it, moves the current checkpoint.pt to
+checkpoint.prev.pt, and renames the new file into place: at every instant the run folder holds at
+least one complete checkpoint. Loading checks the digest (a zip that unpacks but carries flipped or
+zeroed bytes is caught) and `--resume` falls back to checkpoint.prev.pt when the newest is damaged.
+Loading uses `weights_only=True`: a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -23,6 +27,7 @@ from fastcycle.errors import UserError
 FORMAT = "fastcycle-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.prev.pt"  # the good checkpoint before the newest, kept as a fallback
 # Reference checkpoints of InstanceNorm models made with PyTorch < 0.4 carry these; our norms have none.
 _STALE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -40,11 +45,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 def safe_load(path: Path) -> Any:
@@ -71,14 +72,54 @@ def safe_load(path: Path) -> Any:
         ) from None
 
 
+def digest(obj: Any) -> str:
+    """SHA-256 over every tensor's bytes (and the repr of everything else), in a fixed order."""
+    h = hashlib.sha256()
+
+    def visit(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(repr(k).encode())
+                visit(x[k])
+        elif isinstance(x, list | tuple):
+            for v in x:
+                visit(v)
+        else:
+            h.update(repr(x).encode())
+
+    visit(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
-    path = Path(run_dir) / CHECKPOINT_NAME
-    atomic_save({"format": FORMAT, "version": VERSION, **state}, path)
+    """Write the newest checkpoint; the one it replaces becomes checkpoint.prev.pt."""
+    run_dir = Path(run_dir)
+    path, previous = run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    payload["sha256"] = digest(payload)
+    tmp = run_dir / f".{CHECKPOINT_NAME}.new"
+    atomic_save(payload, tmp)  # complete and fsynced before anything good is moved
+    if path.exists():
+        os.replace(path, previous)
+    os.replace(tmp, path)
+    _fsync_dir(run_dir)
     return path
 
 
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the renames themselves durable
+    finally:
+        os.close(dir_fd)
+
+
 def load_checkpoint(path: Path) -> dict:
-    """A fastcycle checkpoint file or run folder -> its state dict."""
+    """A fastcycle checkpoint file or run folder -> its state dict, its digest checked."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -89,7 +130,33 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(
             f"{path} has checkpoint version {state.get('version')}; this fastcycle reads {VERSION}"
         )
+    expected = state.pop("sha256", None)
+    if expected is None or digest(state) != expected:
+        raise UserError(f"{path} is damaged: its contents do not match the checksum saved with them")
     return state
+
+
+def newest_checkpoint(run_dir: Path, say=print) -> dict:
+    """The newest complete checkpoint of a run (checkpoint.pt, else checkpoint.prev.pt), saying why
+    when it has to fall back."""
+    run_dir = Path(run_dir)
+    candidates = [run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME]
+    if not any(p.exists() for p in candidates):
+        raise UserError(f"--resume: no checkpoint in {run_dir}; start without --resume or fix --out")
+    problems = []
+    for p in candidates:
+        if not p.exists():
+            continue
+        try:
+            state = load_checkpoint(p)
+        except UserError as e:
+            problems.append(str(e))
+            say(f"checkpoint: skipping {e}")
+            continue
+        if problems:
+            say(f"checkpoint: resuming from {p.name} (step {state['step']})")
+        return state
+    raise UserError(f"--resume: no usable checkpoint in {run_dir} ({'; '.join(problems)})")
 
 
 def clean_reference_state_dict(

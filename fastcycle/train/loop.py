@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, newest_checkpoint, save_checkpoint
 from fastcycle.config import TrainConfig, validate
 from fastcycle.data import demo
 from fastcycle.data.loader import LoaderSpec, build_loader
@@ -30,6 +31,30 @@ class TrainResult:
     step: int
     losses: list[dict] = field(default_factory=list)  # every logged metrics line
     demo_psnr: tuple[float, float] | None = None  # (translated, untranslated) dB, demo runs only
+    stopped_by: str | None = None  # "SIGINT"/"SIGTERM" when a signal ended the run early (saved)
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM ask the loop to stop after the current step and save (a graceful stop for
+    Ctrl-C and for schedulers' preemption notices); a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 _run_log = None  # the open train.log of the current run, beside the checkpoint
@@ -76,22 +101,41 @@ def _open_metrics(path: Path, step: int):
     return path.open("a")
 
 
+MAX_BAD_STEPS = 25  # consecutive skipped steps that end a run: the model has diverged, not hiccuped
+
+
+def _report_skips(flags: list[float], step: int, streak: int) -> int:
+    """Log the steps the non-finite guard skipped among the last len(flags); stop on a long run of
+    them. Returns the current run of consecutive skipped steps."""
+    first = step - len(flags) + 1
+    skipped = [first + i for i, f in enumerate(flags) if f]
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+        log(f"skipped {len(skipped)} step(s) with a non-finite loss or gradient, weights unchanged: {shown}")
+    for f in flags:
+        streak = streak + 1 if f else 0
+    if streak >= MAX_BAD_STEPS:
+        raise UserError(
+            f"training diverged: {streak} consecutive steps up to {step} had non-finite losses or gradients; "
+            "the last checkpoint is intact: lower --lr, or use --amp-dtype bf16 instead of fp16"
+        )
+    return streak
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     validate(cfg)
     rt, run = cfg.runtime, cfg.run
     run_dir = Path(run.out or Path("runs") / run.name)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not run.resume:
+    if not run.resume and any((run_dir / n).exists() for n in (CHECKPOINT_NAME, PREVIOUS_NAME)):
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --out NEW_DIR")
-    if run.resume and not checkpoint_path.exists():
-        raise UserError(f"--resume: no checkpoint in {run_dir}; start without --resume or fix --out")
     device = resolve_device(rt.device)
     precision = resolve_precision(rt.amp, rt.amp_dtype, device)
     kernels, kernels_note = resolve_kernels(rt.kernels, device)
 
     state = None
     if run.resume:
-        state = load_checkpoint(checkpoint_path)
+        state = newest_checkpoint(run_dir, say=log)
         saved = state["config"]
         for key in ("model", "loss"):  # the networks and objective of a run cannot change mid-run
             if saved[key] != getattr(cfg, key).__dict__:
@@ -184,8 +228,11 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
     bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, file=sys.stderr, disable=None)
     skipped_seen: set[str] = set()
     t_last, step_last = time.perf_counter(), step
+    stop = _StopSignals()
+    skips, streak = [], 0  # the guard's per-step skip flags since the last log line; current bad run
     try:
-        while step < total:
+        stop.__enter__()
+        while step < total and not stop.received:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             for batch in data.epoch(epoch, start_step=in_epoch):
                 for path in batch.skipped:
@@ -196,20 +243,19 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
                 if sample_batch is None:
                     sample_batch = (real_A[:4].clone(), real_B[:4].clone())
                 losses = model.train_step(real_A, real_B)
+                skips.append(model.last_skipped.float())
                 step += 1
                 bar.update(1)
                 if step % run.log_every == 0 or step == total:
                     # .tolist() is the only host-device sync of the loop, once per log line.
-                    values = torch.stack([losses[k] for k in LOSS_NAMES if k in losses]).tolist()
-                    line = dict(zip([k for k in LOSS_NAMES if k in losses], values, strict=True))
+                    names = [k for k in LOSS_NAMES if k in losses]
+                    values = torch.cat([torch.stack([losses[k] for k in names]), torch.stack(skips)]).tolist()
+                    line = dict(zip(names, values[: len(names)], strict=True))
                     now = time.perf_counter()
                     pairs_per_s = (step - step_last) * cfg.optim.batch_size / (now - t_last)
                     t_last, step_last = now, step
-                    if not all(math.isfinite(v) for v in values):
-                        raise UserError(
-                            f"training diverged: non-finite loss at step {step} ({line}); the last "
-                            "checkpoint is kept: lower --lr, or use --amp-dtype bf16 instead of fp16"
-                        )
+                    streak = _report_skips(values[len(names) :], step, streak)
+                    skips = []
                     record = {
                         "step": step,
                         "epoch": epoch,
@@ -230,13 +276,18 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
                     model.end_epoch()  # the reference's per-epoch LR policy
                 if run.sample_every and step % run.sample_every == 0:
                     save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
-                if step % run.save_every == 0 or end_of_epoch or step == total:
+                if step % run.save_every == 0 or end_of_epoch or step == total or stop.received:
                     checkpoint()
-                if step >= total:
+                if step >= total or stop.received:
                     break
     finally:
+        stop.__exit__()
         bar.close()
         metrics.close()
+    if stop.received:
+        result.stopped_by, result.step = stop.received, step
+        log(f"stopped by {stop.received} after step {step}, checkpoint saved; continue with --resume")
+        return result
     if sample_batch is not None:
         save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
     if skipped_seen:

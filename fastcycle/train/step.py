@@ -43,10 +43,9 @@ class CycleGAN:
         self.G_AB, self.G_BA, self.D_A, self.D_B = self.nets.values()
         self.ema = {k: EMA(self.nets[k], o.ema_decay) for k in ("G_AB", "G_BA")} if o.ema_decay else {}
 
-        # Fused Adam updates all parameters in a few kernels and reads the GradScaler's inf flag on
-        # the device, so even fp16 steps need no host sync. It exists only for CUDA tensors.
-        fused = device.type == "cuda"
-        adam = dict(lr=o.lr, betas=(o.beta1, 0.999), fused=fused)
+        # Fused Adam updates all parameters in a few kernels and reads an inf flag on the device (the
+        # GradScaler's, or the non-finite guard's below), so skipping a bad step needs no host sync.
+        adam = dict(lr=o.lr, betas=(o.beta1, 0.999), fused=True)
         self.opt_G = torch.optim.Adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), **adam)
         self.opt_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), **adam)
         self.sched_G = linear_scheduler(self.opt_G, o.n_epochs, o.n_epochs_decay)
@@ -105,15 +104,17 @@ class CycleGAN:
             loss_G = sum(losses.values())
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(loss_G).backward()
-        self.scaler.step(self.opt_G)
+        bad_G = self._guarded_step(self.opt_G, loss_G)
         for ema_name, ema in self.ema.items():
             ema.update(self.nets[ema_name])
 
         # Discriminators: real vs a pooled fake, each loss halved to slow D relative to G.
         for net in D_nets:
             net.requires_grad_(True)
-        fake_B = self.pool_B.query(fake_B)
-        fake_A = self.pool_A.query(fake_A)
+        # A step the guard skips may have made non-finite fakes; they must not sit in the pools for
+        # later steps to draw (nan_to_num checks on the device, no sync; finite values pass unchanged).
+        fake_B = self.pool_B.query(fake_B.nan_to_num(0.0, 1.0, -1.0))
+        fake_A = self.pool_A.query(fake_A.nan_to_num(0.0, 1.0, -1.0))
         with self.autocast():
             pred_real_B, pred_fake_B = self._calls(self.D_B, real_B, fake_B)
             pred_real_A, pred_fake_A = self._calls(self.D_A, real_A, fake_A)
@@ -124,10 +125,28 @@ class CycleGAN:
                 gan_loss(pred_real_A, True, lo.gan_mode) + gan_loss(pred_fake_A, False, lo.gan_mode)
             ) * 0.5
         self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(losses["D_A"] + losses["D_B"]).backward()
-        self.scaler.step(self.opt_D)
+        loss_D = losses["D_A"] + losses["D_B"]
+        self.scaler.scale(loss_D).backward()
+        bad_D = self._guarded_step(self.opt_D, loss_D)
         self.scaler.update()
+        self.last_skipped = bad_G | bad_D  # (0-dim bool on the device) read by the loop at log lines
         return {k: v.detach() for k, v in losses.items()}
+
+    def _guarded_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+        """opt.step() unless the loss or a gradient is non-finite; returns that flag, on the device.
+
+        fp16 runs leave this to the GradScaler (it skips overflowing steps and lowers its scale). bf16
+        and fp32 have no scaler: one multi-tensor norm over the gradients decides, and fused Adam skips
+        the update (and its step count) on the device, without a host sync.
+        """
+        if self.scaler.is_enabled():
+            self.scaler.step(opt)
+            return torch.zeros((), dtype=torch.bool, device=self.device)  # the scaler counts these
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        finite = torch.isfinite(loss.detach()) & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        opt.found_inf = (~finite).float()  # read by fused Adam's step
+        opt.step()
+        return ~finite
 
     def end_epoch(self) -> None:
         self.sched_G.step()
