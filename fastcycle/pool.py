@@ -22,9 +22,9 @@ class ImagePool:
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         """Return a batch like `images` (N, C, H, W) drawn from new and pooled fakes; updates the pool."""
+        images = images.detach()  # D's loss must not reach back into G's (already freed) graph
         if self.pool_size == 0:
             return images
-        images = images.detach()
         if self.images is None:
             self.images = images.new_empty((self.pool_size, *images.shape[1:]))
         out = []
