@@ -66,7 +66,7 @@ def test_concatenated_calls_equal_separate_calls():
     cfg = tiny()
     model = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
     a, b = _batch()
-    joint = model._calls(model.G_AB, a, b)
+    joint = model._calls("G_AB", a, b)
     with torch.no_grad():
         # Same fp32 conv on different batch sizes: only summation order may differ.
         torch.testing.assert_close(joint[0], model.G_AB(a), rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -19,8 +20,9 @@ from fastcycle.data import demo
 from fastcycle.data.loader import LoaderSpec, build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
+from fastcycle.train.distributed import DistInfo, any_rank, finish, init_distributed
 from fastcycle.train.flops import peak_flops, step_flops
-from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
+from fastcycle.train.runtime import resolve_kernels, resolve_precision
 from fastcycle.train.samples import save_sample_grid
 from fastcycle.train.step import LOSS_NAMES, CycleGAN
 
@@ -58,10 +60,13 @@ class _StopSignals:
 
 
 _run_log = None  # the open train.log of the current run, beside the checkpoint
+_is_main = True  # under torchrun only rank 0 logs
 
 
 def log(msg: str, to_terminal: bool = True) -> None:
     """One line to the terminal (above the progress bar) and to the run folder's train.log."""
+    if not _is_main:
+        return
     if to_terminal:
         tqdm.write(msg, file=sys.stderr)
     if _run_log is not None:
@@ -129,7 +134,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     checkpoint_path = run_dir / CHECKPOINT_NAME
     if not run.resume and any((run_dir / n).exists() for n in (CHECKPOINT_NAME, PREVIOUS_NAME)):
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --out NEW_DIR")
-    device = resolve_device(rt.device)
+    global _run_log, _is_main
+    dist_info, device = init_distributed(rt.device)
+    _is_main = dist_info.is_main
     precision = resolve_precision(rt.amp, rt.amp_dtype, device)
     kernels, kernels_note = resolve_kernels(rt.kernels, device)
 
@@ -143,22 +150,29 @@ def train(cfg: TrainConfig) -> TrainResult:
                     f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})"
                 )
 
-    global _run_log
     run_dir.mkdir(parents=True, exist_ok=True)
-    _run_log = (run_dir / "train.log").open("a")
+    _run_log = (run_dir / "train.log").open("a") if dist_info.is_main else None
     try:
-        return _train(cfg, run_dir, device, precision, kernels, kernels_note, state)
+        return _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_info)
     finally:
-        _run_log.close()
-        _run_log = None
+        if _run_log is not None:
+            _run_log.close()
+        _run_log, _is_main = None, True
+        finish(dist_info)
 
 
-def _open_data(cfg: TrainConfig, run_dir: Path, device: torch.device, state: dict | None):
+def _open_data(
+    cfg: TrainConfig, run_dir: Path, device: torch.device, state: dict | None, dist_info: DistInfo
+):
     """Scan both domain folders (reporting what is skipped or converted), then build the loader."""
     data_root = cfg.data.data
     if data_root is None:
-        data_root = demo.build(run_dir / "demo_data")
-        log(f"data: built-in demo ({demo.DESCRIPTION}) in {data_root}")
+        if dist_info.is_main:
+            demo.build(run_dir / "demo_data")
+            log(f"data: built-in demo ({demo.DESCRIPTION}) in {run_dir / 'demo_data'}")
+        if dist_info.enabled:
+            torch.distributed.barrier()  # the other ranks read what rank 0 wrote
+        data_root = run_dir / "demo_data"
     d = cfg.data
     scans = [scan_domain(data_root, name, d.max_dataset_size) for name in ("trainA", "trainB")]
     for scan in scans:
@@ -178,23 +192,32 @@ def _open_data(cfg: TrainConfig, run_dir: Path, device: torch.device, state: dic
         batch_size=cfg.optim.batch_size,
         device=device,
         channels_last=cfg.runtime.channels_last,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
     )
     loader, note = build_loader(d, spec, run_dir, state.get("loader") if state else None)
     return Path(data_root), loader, note
 
 
-def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> TrainResult:
+def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_info) -> TrainResult:
     run = cfg.run
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    data_root, data, data_note = _open_data(cfg, run_dir, device, state)
+    data_root, data, data_note = _open_data(cfg, run_dir, device, state, dist_info)
+    main = dist_info.is_main
+    global_batch = cfg.optim.batch_size * dist_info.world_size
 
-    model = CycleGAN(cfg, device, precision, kernels)
+    model = CycleGAN(cfg, device, precision, kernels, dist_info)
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
         _set_rng_state(state["rng"], device)
         step = state["step"]
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        saved_batch = state.get("global_batch", global_batch)
+        if saved_batch != global_batch:  # another world size or batch: keep the pairs seen, not the steps
+            step = step * saved_batch // global_batch
+            log(f"resume: global batch {saved_batch} -> {global_batch}, step {state['step']} -> {step}")
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     n_epochs = cfg.optim.n_epochs + cfg.optim.n_epochs_decay
     steps_per_epoch = data.spec.steps_per_epoch
@@ -204,10 +227,14 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
     n = sum(p.numel() for p in model.G_AB.parameters())
     log(
         f"device: {device} | {precision.note} | {kernels_note} | G {cfg.model.netG} ({n:,} params) | "
-        f"{data_note} | {data.spec.pairs} pairs/epoch, batch {cfg.optim.batch_size}, {total} steps"
+        f"{data_note} | {data.spec.pairs} pairs/epoch, batch {cfg.optim.batch_size}"
+        + (f" x {dist_info.world_size} ranks" if dist_info.enabled else "")
+        + f", {total} steps"
     )
 
     def checkpoint() -> None:
+        if not main:
+            return
         save_checkpoint(
             run_dir,
             {
@@ -216,6 +243,7 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
                 "model": model.state_dict(),
                 "rng": _rng_state(device),
                 "loader": data.state_dict(),
+                "global_batch": global_batch,
             },
         )
 
@@ -224,15 +252,23 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
     flops_per_pair = step_flops(cfg) if peak else None
     sample_batch = None
     result = TrainResult(run_dir, step)
-    metrics = _open_metrics(run_dir / "metrics.jsonl", step)
-    bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, file=sys.stderr, disable=None)
+    metrics = _open_metrics(run_dir / "metrics.jsonl", step) if main else open(os.devnull, "w")  # noqa: SIM115
+    bar = tqdm(
+        total=total,
+        initial=step,
+        unit="it",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None if main else True,
+    )
     skipped_seen: set[str] = set()
     t_last, step_last = time.perf_counter(), step
     stop = _StopSignals()
     skips, streak = [], 0  # the guard's per-step skip flags since the last log line; current bad run
+    stopping = False
     try:
         stop.__enter__()
-        while step < total and not stop.received:
+        while step < total and not stopping:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             for batch in data.epoch(epoch, start_step=in_epoch):
                 for path in batch.skipped:
@@ -249,7 +285,11 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
                 if step % run.log_every == 0 or step == total:
                     # .tolist() is the only host-device sync of the loop, once per log line.
                     names = [k for k in LOSS_NAMES if k in losses]
-                    values = torch.cat([torch.stack([losses[k] for k in names]), torch.stack(skips)]).tolist()
+                    values = torch.cat([torch.stack([losses[k] for k in names]), torch.stack(skips)])
+                    if dist_info.enabled:  # the losses over the global batch, not rank 0's share
+                        torch.distributed.all_reduce(values)
+                        values /= dist_info.world_size
+                    values = values.tolist()
                     line = dict(zip(names, values[: len(names)], strict=True))
                     now = time.perf_counter()
                     pairs_per_s = (step - step_last) * cfg.optim.batch_size / (now - t_last)
@@ -274,26 +314,32 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state) -> Tra
                 end_of_epoch = step % steps_per_epoch == 0
                 if end_of_epoch:
                     model.end_epoch()  # the reference's per-epoch LR policy
-                if run.sample_every and step % run.sample_every == 0:
+                if main and run.sample_every and step % run.sample_every == 0:
                     save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
-                if step % run.save_every == 0 or end_of_epoch or step == total or stop.received:
+                # Ranks must stop at the same step (or the next all-reduce waits forever): under torchrun
+                # they agree at log lines, a sync point already; a single process stops at once.
+                if not dist_info.enabled:
+                    stopping = stop.received is not None
+                elif step % run.log_every == 0:
+                    stopping = bool(any_rank(stop.received is not None, dist_info, device))
+                if step % run.save_every == 0 or end_of_epoch or step == total or stopping:
                     checkpoint()
-                if step >= total or stop.received:
+                if step >= total or stopping:
                     break
     finally:
         stop.__exit__()
         bar.close()
         metrics.close()
-    if stop.received:
-        result.stopped_by, result.step = stop.received, step
-        log(f"stopped by {stop.received} after step {step}, checkpoint saved; continue with --resume")
+    if stopping:
+        result.stopped_by, result.step = stop.received or "a signal to another rank", step
+        log(f"stopped by {result.stopped_by} after step {step}, checkpoint saved; continue with --resume")
         return result
-    if sample_batch is not None:
+    if main and sample_batch is not None:
         save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
     if skipped_seen:
         log(f"data: {len(skipped_seen)} image(s) turned unreadable during the run; see the lines above")
     result.step = step
     log(f"done: {step} steps; checkpoint {checkpoint_path}")
-    if cfg.data.data is None:
+    if cfg.data.data is None and main:
         result.demo_psnr = demo.evaluate(model.generator("AtoB"), data_root, device, precision.dtype)
     return result

@@ -16,6 +16,7 @@ from fastcycle.config import TrainConfig
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator
 from fastcycle.pool import ImagePool
+from fastcycle.train.distributed import DistInfo, any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
 from fastcycle.train.runtime import Precision
 from fastcycle.train.schedule import linear_scheduler
@@ -24,8 +25,17 @@ LOSS_NAMES = ("D_A", "G_BA", "cycle_A", "idt_A", "D_B", "G_AB", "cycle_B", "idt_
 
 
 class CycleGAN:
-    def __init__(self, cfg: TrainConfig, device: torch.device, precision: Precision, kernels: str = "torch"):
-        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers."""
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        precision: Precision,
+        kernels: str = "torch",
+        dist_info: DistInfo | None = None,
+    ):
+        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers;
+        dist_info: this process's rank under torchrun (fastcycle.train.distributed)."""
+        self.dist = dist_info or DistInfo()
         self.cfg, self.device, self.precision = cfg, device, precision
         m, o = cfg.model, cfg.optim
         torch.manual_seed(cfg.runtime.seed)
@@ -38,6 +48,8 @@ class CycleGAN:
             "D_A": build_discriminator(m.netD, **d),
             "D_B": build_discriminator(m.netD, **d),
         }
+        if m.norm == "batch":
+            self.nets = {k: sync_batchnorm(v, self.dist, device) for k, v in self.nets.items()}
         for net in self.nets.values():
             net.to(device, memory_format=memory_format).train()
         self.G_AB, self.G_BA, self.D_A, self.D_B = self.nets.values()
@@ -52,8 +64,9 @@ class CycleGAN:
         self.sched_D = linear_scheduler(self.opt_D, o.n_epochs, o.n_epochs_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
         seed = cfg.runtime.seed
-        self.pool_A = ImagePool(cfg.loss.pool_size, seed * 2 + 1)  # past fake_A, for D_A
-        self.pool_B = ImagePool(cfg.loss.pool_size, seed * 2 + 2)  # past fake_B, for D_B
+        rank_seed = seed * 2 + 7919 * self.dist.rank  # a pool per rank, each with its own draws
+        self.pool_A = ImagePool(cfg.loss.pool_size, rank_seed + 1)  # past fake_A, for D_A
+        self.pool_B = ImagePool(cfg.loss.pool_size, rank_seed + 2)  # past fake_B, for D_B
         # Instance norm (and no norm) treat each image alone, so calls of a network on two batches
         # can be one call on their concatenation: half the launches and twice the batch, which fills
         # the GPU at batch 1. Batch norm would mix the statistics, so it keeps separate calls.
@@ -63,17 +76,20 @@ class CycleGAN:
                 # In place, so state-dict keys stay free of `_orig_mod.`; static shapes, since the step
                 # uses just two batch sizes per network.
                 net.compile(dynamic=False)
+        # Under torchrun: DDP wrappers, called first in each backward pass (fastcycle.train.distributed).
+        self.wrapped = wrap(self.nets, self.dist, device)
 
     def autocast(self):
         if not self.precision.enabled:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.dtype)
 
-    def _calls(self, net: nn.Module, *xs: torch.Tensor) -> list[torch.Tensor]:
-        """net(x) for each x, as one batched call where the norm allows."""
+    def _calls(self, name: str, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """nets[name](x) for each x, as one batched call where the norm allows. The first call goes
+        through the DDP wrapper when distributed; the rest use the module (see distributed.py)."""
         if self.concat_calls and len(xs) > 1:
-            return list(net(torch.cat(xs)).chunk(len(xs)))
-        return [net(x) for x in xs]
+            return list(self.wrapped[name](torch.cat(xs)).chunk(len(xs)))
+        return [self.wrapped[name](xs[0]), *(self.nets[name](x) for x in xs[1:])]
 
     def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
         """One iteration on (N, 3, H, W) batches in [-1, 1]; returns detached loss tensors (no sync)."""
@@ -87,11 +103,11 @@ class CycleGAN:
             net.requires_grad_(False)
         with self.autocast():
             if lambda_idt > 0:
-                fake_B, idt_A = self._calls(self.G_AB, real_A, real_B)
-                fake_A, idt_B = self._calls(self.G_BA, real_B, real_A)
+                fake_B, idt_A = self._calls("G_AB", real_A, real_B)
+                fake_A, idt_B = self._calls("G_BA", real_B, real_A)
             else:
-                (fake_B,) = self._calls(self.G_AB, real_A)
-                (fake_A,) = self._calls(self.G_BA, real_B)
+                (fake_B,) = self._calls("G_AB", real_A)
+                (fake_A,) = self._calls("G_BA", real_B)
             rec_A = self.G_BA(fake_B)
             rec_B = self.G_AB(fake_A)
             losses["G_AB"] = gan_loss(self.D_B(fake_B), True, lo.gan_mode)
@@ -116,8 +132,8 @@ class CycleGAN:
         fake_B = self.pool_B.query(fake_B.nan_to_num(0.0, 1.0, -1.0))
         fake_A = self.pool_A.query(fake_A.nan_to_num(0.0, 1.0, -1.0))
         with self.autocast():
-            pred_real_B, pred_fake_B = self._calls(self.D_B, real_B, fake_B)
-            pred_real_A, pred_fake_A = self._calls(self.D_A, real_A, fake_A)
+            pred_real_B, pred_fake_B = self._calls("D_B", real_B, fake_B)
+            pred_real_A, pred_fake_A = self._calls("D_A", real_A, fake_A)
             losses["D_B"] = (
                 gan_loss(pred_real_B, True, lo.gan_mode) + gan_loss(pred_fake_B, False, lo.gan_mode)
             ) * 0.5
@@ -144,9 +160,10 @@ class CycleGAN:
             return torch.zeros((), dtype=torch.bool, device=self.device)  # the scaler counts these
         grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
         finite = torch.isfinite(loss.detach()) & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-        opt.found_inf = (~finite).float()  # read by fused Adam's step
+        bad = any_rank(~finite, self.dist, self.device)  # every rank skips, or none: replicas stay equal
+        opt.found_inf = bad.float()  # read by fused Adam's step
         opt.step()
-        return ~finite
+        return bad
 
     def end_epoch(self) -> None:
         self.sched_G.step()
