@@ -25,6 +25,7 @@ class ExportRequest:
     trt_precision: str = "fp16"
     timing_cache: str | None = None
     aoti: str | None = None
+    safetensors: str | None = None
     device: str = "auto"
     images: str | None = None
     generator_kw: dict | None = None  # the architecture of a reference .pth
@@ -59,8 +60,10 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
     from fastcycle.train.runtime import resolve_device
     from fastcycle.translate import load_generator
 
-    if not (req.onnx or req.trt or req.aoti):
-        raise UserError("nothing to export: pass --onnx OUT.onnx, --trt OUT.plan and/or --aoti OUT.pt2")
+    if not (req.onnx or req.trt or req.aoti or req.safetensors):
+        raise UserError(
+            "nothing to export: pass --onnx OUT.onnx, --trt OUT.plan, --aoti OUT.pt2 and/or --safetensors OUT"
+        )
     if req.size <= 0 or req.size % 4:
         raise UserError(
             f"--size {req.size} must be a positive multiple of 4 (the generator downsamples twice)"
@@ -70,6 +73,21 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
     config = _run_config(req.checkpoint)
     inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
     written = []
+    if req.safetensors:
+        from fastcycle.export.weights import save_generator
+        from fastcycle.translate import load_generator as reload
+
+        arch = (config or {}).get("model") or req.generator_kw or {}
+        arch = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "dropout": False} | arch
+        path = save_generator(net, req.safetensors, arch, req.direction)
+        written.append(path)
+        same = all(
+            torch.equal(a, b)
+            for a, b in zip(net.state_dict().values(), reload(path).state_dict().values(), strict=True)
+        )
+        if not same:
+            raise UserError(f"{path} does not read back as the weights written; please report it")
+        say(f"wrote {path} (safetensors weights, read back identical)")
     onnx_path = req.onnx or (str(Path(req.trt).with_suffix(".onnx")) if req.trt else None)
     if onnx_path:
         from fastcycle.export.ort import OrtRunner

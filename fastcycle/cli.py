@@ -122,6 +122,9 @@ def _export_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--aoti", metavar="OUT.pt2", help="write an AOTInductor package for --device")
     p.add_argument(
+        "--safetensors", metavar="OUT", help="write the generator's weights as safetensors (no pickle)"
+    )
+    p.add_argument(
         "--device", default="auto", help="cuda, cuda:N, cpu or auto (AOTI target and parity checks)"
     )
     p.add_argument("--images", help="real images for the parity check (default: the run's testA or trainA)")

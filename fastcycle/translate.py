@@ -42,8 +42,9 @@ def load_generator(
     dropout: bool = False,
     kernels: str = "torch",
 ) -> nn.Module:
-    """A generator in eval mode from a fastcycle run folder or checkpoint, a reference run folder, or a
-    reference `.pth` generator state dict (whose architecture the keyword arguments describe)."""
+    """A generator in eval mode from a fastcycle run folder or checkpoint, exported `.safetensors`
+    weights, a reference run folder, or a reference `.pth` generator state dict (whose architecture the
+    keyword arguments describe)."""
     if direction not in DIRECTIONS:
         raise UserError(f"--direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
     path = Path(source)
@@ -54,6 +55,10 @@ def load_generator(
             path = path / _REFERENCE_FILES[direction]
         else:
             raise UserError(f"{source} holds neither {CHECKPOINT_NAME} nor {_REFERENCE_FILES[direction]}")
+    if path.suffix.lower() == ".safetensors":
+        from fastcycle.export.weights import load_generator_file
+
+        return load_generator_file(path, kernels).eval().requires_grad_(False)
     obj = safe_load(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         state = load_checkpoint(path)

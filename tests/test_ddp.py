@@ -68,3 +68,14 @@ def test_two_ranks_at_batch_1_train_like_one_process_at_batch_2(dataset, tmp_pat
             # Gradients of order 0.1-1 averaged in another order: observed 2.3e-6 apart. Another batch
             # split (other images, or gradients summed instead of averaged) is off by ~1e-2 or more.
             assert (ga - gb).abs().max() <= 2e-5, (opt, i)
+
+
+def test_a_two_rank_run_resumes_in_one_process_keeping_the_pairs_seen(dataset, tmp_path):
+    out = str(tmp_path / "run")
+    flags = ["--data", str(dataset), "--out", out, *TINY_FLAGS, "--batch-size", "1"]
+    two = _torchrun("-m", "fastcycle", "train", *flags, "--max-steps", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = _run([sys.executable, "-m", "fastcycle", "train", *flags, "--max-steps", "6", "--resume"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resume: global batch 2 -> 1, step 2 -> 4" in one.stderr  # 4 pairs seen either way
+    assert load_checkpoint(out)["step"] == 6 and load_checkpoint(out)["global_batch"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -106,6 +107,22 @@ def _open_metrics(path: Path, step: int):
     return path.open("a")
 
 
+def _check_free_space(run_dir: Path, model) -> None:
+    """Refuse to start a run whose checkpoints cannot fit: a save needs room for the new file beside
+    the current and the previous one (weights, Adam's two moments, EMA and pools, each in fp32)."""
+
+    def nbytes(nets) -> int:
+        return sum(t.numel() * t.element_size() for net in nets for t in net.state_dict().values())
+
+    need = 3 * (3 * nbytes(model.nets.values()) + nbytes(e.net for e in model.ema.values()))
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise UserError(
+            f"{run_dir} has {free / 2**30:.2f} GiB free, but checkpoints need about {need / 2**30:.2f} GiB; "
+            "free some space or choose another --out"
+        )
+
+
 MAX_BAD_STEPS = 25  # consecutive skipped steps that end a run: the model has diverged, not hiccuped
 
 
@@ -144,14 +161,21 @@ def train(cfg: TrainConfig) -> TrainResult:
     if run.resume:
         state = newest_checkpoint(run_dir, say=log)
         saved = state["config"]
+        try:  # a checkpoint's config is validated like command-line values
+            TrainConfig.from_dict(saved)
+        except UserError as e:
+            raise UserError(f"--resume: the checkpoint in {run_dir} holds an invalid config: {e}") from None
         for key in ("model", "loss"):  # the networks and objective of a run cannot change mid-run
             if saved[key] != getattr(cfg, key).__dict__:
                 raise UserError(
                     f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})"
                 )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _run_log = (run_dir / "train.log").open("a") if dist_info.is_main else None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _run_log = (run_dir / "train.log").open("a") if dist_info.is_main else None
+    except OSError as e:
+        raise UserError(f"cannot write to {run_dir} ({e.strerror}); choose a writable --out") from None
     try:
         return _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_info)
     finally:
@@ -235,6 +259,15 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
     def checkpoint() -> None:
         if not main:
             return
+        try:
+            _save()
+        except OSError as e:  # disk full, folder gone: atomic_save removed its partial file
+            raise UserError(
+                f"could not write a checkpoint in {run_dir} ({e.strerror}); the previous one is intact: "
+                "free some space and continue with --resume"
+            ) from None
+
+    def _save() -> None:
         save_checkpoint(
             run_dir,
             {
@@ -247,6 +280,7 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
             },
         )
 
+    _check_free_space(run_dir, model)
     # MFU on the progress line where a peak is known (GPUs in flops.PEAK_BF16): counted FLOPs per pair.
     peak = peak_flops(device)
     flops_per_pair = step_flops(cfg) if peak else None

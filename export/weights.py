@@ -1,0 +1,57 @@
+"""Generator weights as safetensors: no pickle, so loading them can never run code.
+
+The file holds one generator's state dict and, in its metadata, the architecture (netG, ngf, norm,
+dropout), the direction and the fastcycle version, so `fastcycle translate --checkpoint G.safetensors`
+rebuilds the network without flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+from fastcycle.errors import UserError
+
+ARCH_KEYS = ("netG", "ngf", "norm", "dropout")
+
+
+def save_generator(net: nn.Module, path: str | Path, arch: dict, direction: str) -> Path:
+    from safetensors.torch import save_file
+
+    from fastcycle import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"fastcycle.version": __version__, "fastcycle.direction": direction}
+    meta["fastcycle.arch"] = json.dumps({k: arch[k] for k in ARCH_KEYS})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp), meta)
+        os.replace(tmp, path)  # atomic: a failed write never replaces a good file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_generator_file(path: str | Path, kernels: str = "torch") -> nn.Module:
+    from safetensors import SafetensorError, safe_open
+
+    from fastcycle.checkpoint import load_weights
+    from fastcycle.models import build_generator
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no items())
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e})") from None
+    if "fastcycle.arch" not in meta:
+        raise UserError(f"{path} has no fastcycle metadata; export it with `fastcycle export --safetensors`")
+    arch = json.loads(meta["fastcycle.arch"])
+    net = build_generator(
+        arch["netG"], ngf=arch["ngf"], norm=arch["norm"], dropout=arch["dropout"], kernels=kernels
+    )
+    return load_weights(net, weights, str(path))

@@ -1,0 +1,97 @@
+"""Bad input everywhere: fuzzed config values, unwritable or full disks, invalid checkpoint configs,
+and safetensors weights that load without pickle."""
+
+import errno
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastcycle.train.loop as loop
+from fastcycle.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, save_checkpoint
+from fastcycle.config import apply_overrides, cyclegan, field_index, validate
+from fastcycle.errors import UserError
+from fastcycle.export.command import ExportRequest, run_export
+from fastcycle.train import train
+from fastcycle.translate import load_generator
+from tests.test_train import tiny
+
+SCALARS = [st.integers(-(10**6), 10**6), st.floats(), st.text(max_size=8), st.booleans(), st.none()]
+VALUES = st.one_of(*SCALARS, st.lists(st.integers(), max_size=2))
+NAMES = st.sampled_from([*sorted(field_index()), "crop_sise", "lr_policy", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(NAMES, VALUES, max_size=4))
+def test_any_config_override_is_accepted_or_one_user_error(overrides):
+    try:
+        validate(apply_overrides(cyclegan(), overrides))
+    except UserError as e:
+        assert "\n" not in str(e) and str(e)  # one line, naming the problem
+
+
+def test_an_unwritable_output_folder_is_one_clear_error(dataset, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        UserError, match=r"cannot write to .*file/run \(Not a directory\); choose a writable --out"
+    ):
+        train(tiny(data=str(dataset), out=str(tmp_path / "file" / "run"), max_steps=1))
+
+
+def test_a_full_disk_is_refused_before_training(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    with pytest.raises(UserError, match=r"has 0\.00 GiB free, but checkpoints need about"):
+        train(tiny(data=str(dataset), out=str(tmp_path / "run"), max_steps=1))
+
+
+def test_a_disk_full_at_save_time_keeps_the_last_checkpoint(dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny(data=str(dataset), out=str(out), max_steps=2, save_every=1))
+    good = load_checkpoint(out)
+
+    def full(run_dir, state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop, "save_checkpoint", full)
+    with pytest.raises(UserError, match=r"could not write a checkpoint .*No space left on device.*intact"):
+        train(tiny(data=str(dataset), out=str(out), max_steps=4, save_every=1, resume=True))
+    assert load_checkpoint(out)["step"] == good["step"] == 2
+
+
+def test_a_checkpoint_with_an_invalid_config_is_refused(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(tiny(data=str(dataset), out=str(out), max_steps=1))
+    state = load_checkpoint(out)
+    state["config"]["data"]["crop_size"] = -4
+    save_checkpoint(out, {k: v for k, v in state.items() if k not in ("format", "version")})
+    with pytest.raises(UserError, match="holds an invalid config: --crop-size must be positive"):
+        train(tiny(data=str(dataset), out=str(out), max_steps=2, resume=True))
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / CHECKPOINT_NAME
+    atomic_save({"format": "fastcycle-checkpoint", "x": Evil()}, path)
+    with pytest.raises(
+        UserError, match=r"was refused: it would import (builtins\.)?print, and fastcycle loads only"
+    ):
+        load_checkpoint(path)
+
+
+def test_safetensors_weights_round_trip_without_pickle(dataset, tmp_path):
+    train(tiny(data=str(dataset), out=str(tmp_path / "run"), max_steps=1))
+    said = []
+    run_export(
+        ExportRequest(str(tmp_path / "run"), safetensors=str(tmp_path / "g.safetensors")), say=said.append
+    )
+    assert said == [f"wrote {tmp_path / 'g.safetensors'} (safetensors weights, read back identical)"]
+    a, b = load_generator(tmp_path / "run"), load_generator(tmp_path / "g.safetensors")
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(a(x), b(x))
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(UserError, match="is not a readable safetensors file"):
+        load_generator(tmp_path / "bad.safetensors")
