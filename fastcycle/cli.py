@@ -152,7 +152,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         ]
         close = difflib.get_close_matches(option.split("=")[0], known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise UserError(f"unknown option {option} for `fastcycle {args.command}`{hint}")
+        shown = option if option.isprintable() else repr(option)  # one line, whatever was typed
+        raise UserError(f"unknown option {shown} for `fastcycle {args.command}`{hint}")
     return args
 
 

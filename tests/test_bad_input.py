@@ -95,3 +95,42 @@ def test_safetensors_weights_round_trip_without_pickle(dataset, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(UserError, match="is not a readable safetensors file"):
         load_generator(tmp_path / "bad.safetensors")
+
+
+TOKENS = st.sampled_from(
+    ["--crop-size", "--lr", "--netG", "--loader", "--norm", "--resume", "-x", "--", "=", "train"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(TOKENS, st.text(max_size=6)), max_size=6))
+def test_any_command_line_parses_or_gives_one_user_error(argv):
+    from fastcycle.cli import _parse, build_parser
+
+    try:
+        args = _parse(build_parser(), ["train", *argv])
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
+        validate(apply_overrides(cyclegan(), overrides))
+    except UserError as e:
+        assert "\n" not in str(e) and str(e)
+
+
+def test_translate_outputs_stay_inside_the_output_folder_whatever_the_names(tmp_path):
+    from fastcycle.export.runner import TorchRunner
+    from fastcycle.models import build_generator
+    from fastcycle.translate import translate_folder
+    from tests.conftest import write_images
+
+    outside = tmp_path / "outside"
+    write_images(outside, 1, size=(16, 16))
+    src = tmp_path / "in"
+    write_images(src / "weird name\\n ü", 1, size=(16, 16))
+    (src / "link").symlink_to(outside, target_is_directory=True)  # a folder that points elsewhere
+    net = build_generator("resnet_6blocks", ngf=4).eval()
+    report = translate_folder(
+        TorchRunner(net, torch.device("cpu")), src, tmp_path / "out", batch_size=2, workers=1
+    )
+    written = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert report.written == len(written) >= 1
+    assert all((tmp_path / "out") in p.resolve().parents for p in written)
+    assert sorted(p.name for p in outside.iterdir()) == ["img_000.png"]  # nothing written outside
