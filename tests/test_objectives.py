@@ -50,8 +50,10 @@ def test_pool_fills_then_mixes_half_and_half():
 
 
 def test_pool_size_zero_passes_through():
-    x = torch.randn(2, 3, 4, 4)
-    assert ImagePool(0, seed=0).query(x) is x
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    y = ImagePool(0, seed=0).query(x)
+    # The same images, detached: D's loss must not reach back into G's graph.
+    assert torch.equal(y, x) and y.data_ptr() == x.data_ptr() and not y.requires_grad
 
 
 def test_pool_state_round_trip_continues_identically():
