@@ -84,8 +84,9 @@ def _last_logged_step(out) -> int:
 
 def test_sigkill_at_random_moments_never_loses_a_checkpoint_or_more_than_a_cadence(dataset, tmp_path):
     # 120 steps (40 epochs of 3), a checkpoint every 2: killed 20 times, resumed each time. Most kills
-    # wait for 0-2 new steps (start-up takes seconds, and more on a loaded CI machine), then a random
-    # fraction of a step; one in five lands during start-up instead.
+    # wait for 1-4 new steps, mostly past a save point (waiting on progress, not on a clock: start-up
+    # takes seconds, more on a loaded CI machine), then a fraction of a step; one in five lands during
+    # start-up instead.
     out, rng, kills, checkpoints_seen = tmp_path / "run", random.Random(0), 0, set()
     extra = ["--save-every", "2", "--n-epochs", "40"]
     while kills < 20:
@@ -96,7 +97,7 @@ def test_sigkill_at_random_moments_never_loses_a_checkpoint_or_more_than_a_caden
         if rng.random() < 0.2:
             time.sleep(rng.uniform(0.3, 2.0))
         else:
-            target, deadline = start + rng.randint(0, 2), time.time() + 300
+            target, deadline = start + rng.randint(1, 4), time.time() + 300
             while _last_logged_step(out) < target and proc.poll() is None and time.time() < deadline:
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.05))  # a step takes ~0.02-0.1 s here
