@@ -108,14 +108,10 @@ class ReferenceStep:
 
 
 @functools.cache
-def _flops_of(netG, ngf, ndf, netD, n_layers_D, norm, size, identity) -> float:
+def _flops() -> float:
+    """Per-pair FLOPs, counted once: every case trains the same networks at the same size (batch,
+    precision and memory layout do not change the count), and counting takes seconds."""
     return step_flops(_config(1, False, False))
-
-
-def _flops(cfg) -> float:
-    """Per-pair FLOPs, counted once per architecture (counting takes seconds even on meta tensors)."""
-    m = cfg.model
-    return _flops_of(m.netG, m.ngf, m.ndf, m.netD, m.n_layers_D, m.norm, SIZE, cfg.loss.lambda_identity > 0)
 
 
 def _model(case):
@@ -151,7 +147,7 @@ def test_train_step(benchmark, ceilings, name):
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     benchmark.pedantic(steps, rounds=2 if SMOKE else 10, iterations=1)
-    flops = _flops(cfg)
+    flops = _flops()
     info = {"case": name, "batch": batch, "size": SIZE, "flops_per_pair": flops, "env": environment()}
     info |= {"amp": cfg.runtime.amp, "channels_last": cfg.runtime.channels_last, "kernels": case[5]}
     info["compile_mode"] = case[4]
