@@ -70,6 +70,40 @@ def basic_discriminator(sd: dict, x: torch.Tensor, norm: str = "instance") -> to
     return _conv(x, sd, "model.11", stride=1, padding=1)
 
 
+def _conv_t(x, sd, key):
+    return F.conv_transpose2d(x, sd[f"{key}.weight"], sd.get(f"{key}.bias"), stride=2, padding=1)
+
+
+def _unet_block(sd: dict, x: torch.Tensor, key: str, levels: int, norm: str) -> torch.Tensor:
+    """A reference UnetSkipConnectionBlock below the outermost; `levels` blocks from here inward.
+
+    (The reference's in-place LeakyReLU also activates the concatenated x; the ReLU that follows the
+    concatenation makes that invisible, so this concatenates x itself.)
+    """
+    key = f"{key}.model"  # the block's nn.Sequential
+    y = _conv(F.leaky_relu(x, 0.2), sd, f"{key}.1", stride=2, padding=1)
+    if levels == 1:  # innermost: [lrelu, conv, relu, convT, norm]
+        y = _norm(_conv_t(F.relu(y), sd, f"{key}.3"), sd, f"{key}.4", norm)
+    else:  # [lrelu, conv, norm, block, relu, convT, norm]
+        y = _unet_block(sd, _norm(y, sd, f"{key}.2", norm), f"{key}.3", levels - 1, norm)
+        y = _norm(_conv_t(F.relu(y), sd, f"{key}.5"), sd, f"{key}.6", norm)
+    return torch.cat([x, y], 1)
+
+
+def unet_generator(sd: dict, x: torch.Tensor, num_downs: int, norm: str = "instance") -> torch.Tensor:
+    """Reference UnetGenerator forward (eval mode) from its state dict: [conv, block, relu, convT, tanh]."""
+    y = _conv(x, sd, "model.model.0", stride=2, padding=1)
+    y = _unet_block(sd, y, "model.model.1", num_downs - 1, norm)
+    return torch.tanh(_conv_t(F.relu(y), sd, "model.model.3"))
+
+
+def pixel_discriminator(sd: dict, x: torch.Tensor, norm: str = "instance") -> torch.Tensor:
+    """Reference PixelDiscriminator forward from its state dict: 1x1 convs 64 - 128 - 1."""
+    x = F.leaky_relu(_conv(x, sd, "net.0"), 0.2)
+    x = F.leaky_relu(_norm(_conv(x, sd, "net.2"), sd, "net.3", norm), 0.2)
+    return _conv(x, sd, "net.5")
+
+
 def random_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """A state dict with the reference's keys and shapes for `name`, filled with plausible values."""
     g = torch.Generator().manual_seed(seed)

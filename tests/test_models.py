@@ -28,6 +28,18 @@ CASES = [  # (facts entry, builder, kwargs, oracle)
         lambda sd, x: reference.resnet_generator(sd, x, 9, norm="batch"),
     ),
     (
+        "G unet_256 (norm=instance)",
+        build_generator,
+        dict(name="unet_256"),
+        lambda sd, x: reference.unet_generator(sd, x, 8),
+    ),
+    (
+        "G unet_128 (norm=instance)",
+        build_generator,
+        dict(name="unet_128"),
+        lambda sd, x: reference.unet_generator(sd, x, 7),
+    ),
+    (
         "D basic, n_layers=3 (norm=instance)",
         build_discriminator,
         dict(name="basic"),
@@ -39,8 +51,17 @@ CASES = [  # (facts entry, builder, kwargs, oracle)
         dict(name="basic", norm="batch"),
         lambda sd, x: reference.basic_discriminator(sd, x, norm="batch"),
     ),
+    (
+        "D pixel (norm=instance)",
+        build_discriminator,
+        dict(name="pixel"),
+        reference.pixel_discriminator,
+    ),
 ]
 IDS = [c[0] for c in CASES]
+# Forward-parity input side: 32 unless a network needs more. A U-Net halves its input num_downs times
+# and instance-normalises the map before the 1x1 bottleneck, which needs at least 2x2 pixels.
+INPUT_SIZE = {"G unet_256 (norm=instance)": 256, "G unet_128 (norm=instance)": 128}
 
 
 @pytest.mark.parametrize(("name", "build", "kw", "oracle"), CASES, ids=IDS)
@@ -55,6 +76,9 @@ def test_documented_parameter_counts():
     assert sum(p.numel() for p in build_generator("resnet_9blocks").parameters()) == 11_378_179
     assert sum(p.numel() for p in build_generator("resnet_6blocks").parameters()) == 7_837_699
     assert sum(p.numel() for p in build_discriminator("basic").parameters()) == 2_764_737
+    assert sum(p.numel() for p in build_generator("unet_256").parameters()) == 54_409_603
+    assert sum(p.numel() for p in build_generator("unet_128").parameters()) == 41_825_667
+    assert sum(p.numel() for p in build_discriminator("pixel").parameters()) == 8_705
 
 
 @pytest.mark.parametrize(("name", "build", "kw", "oracle"), CASES, ids=IDS)
@@ -62,7 +86,8 @@ def test_reference_weights_load_and_match(name, build, kw, oracle):
     """Reference -> fastcycle: a reference-layout state dict gives the reference's outputs."""
     sd = reference.random_state_dict(name)
     net = load_weights(build(**kw), sd, "reference").eval()
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    size = INPUT_SIZE.get(name, 32)
+    x = torch.rand(2, 3, size, size) * 2 - 1
     with torch.no_grad():
         # fp32 on both sides with the same kernels; differences are summation-order rounding only.
         torch.testing.assert_close(net(x), oracle(sd, x), rtol=1e-4, atol=1e-5)
@@ -76,8 +101,10 @@ def test_fastcycle_weights_run_in_reference(name, build, kw, oracle, tmp_path):
     path = tmp_path / "latest_net_G_A.pth"
     torch.save(net.state_dict(), path)
     sd = torch.load(path, weights_only=True)
-    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    size = INPUT_SIZE.get(name, 32)
+    x = torch.rand(1, 3, size, size) * 2 - 1
     with torch.no_grad():
+        # As above: the same fp32 kernels on both sides, so only summation-order rounding differs.
         torch.testing.assert_close(oracle(sd, x), net(x), rtol=1e-4, atol=1e-5)
 
 

@@ -3,21 +3,34 @@
 from torch import nn
 
 from fastcycle.config import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
-from fastcycle.models.discriminators import NLayerDiscriminator
+from fastcycle.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from fastcycle.models.discriminators import NLayerDiscriminator, PixelDiscriminator
+from fastcycle.models.fused import check_kernels
 from fastcycle.models.generators import ResnetBlock, ResnetGenerator
 from fastcycle.models.init import init_weights
+from fastcycle.models.unet import UnetGenerator, UnetSkipConnectionBlock
 
-N_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # generator name -> residual blocks
-assert tuple(N_BLOCKS) == GENERATORS
+N_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # ResNet generator name -> residual blocks
+NUM_DOWNS = {"unet_256": 8, "unet_128": 7}  # U-Net generator name -> stride-2 downsamplings
+assert (*N_BLOCKS, *NUM_DOWNS, "dcgan") == GENERATORS
+CLASSIFYING_DISCRIMINATORS = ("basic", "n_layers")  # the ones that take an auxiliary head (n_classes)
 
 __all__ = [
+    "CLASSIFYING_DISCRIMINATORS",
     "DISCRIMINATORS",
     "GENERATORS",
     "INIT_TYPES",
     "NORMS",
+    "NUM_DOWNS",
+    "N_BLOCKS",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
     "NLayerDiscriminator",
+    "PixelDiscriminator",
     "ResnetBlock",
     "ResnetGenerator",
+    "UnetGenerator",
+    "UnetSkipConnectionBlock",
     "build_discriminator",
     "build_generator",
     "init_weights",
@@ -34,16 +47,32 @@ def build_generator(
     input_nc: int = 3,
     output_nc: int = 3,
     kernels: str = "torch",
+    nz: int = 100,
 ) -> nn.Module:
-    """A freshly initialised generator: `resnet_9blocks` (256x256 default) or `resnet_6blocks`.
+    """A freshly initialised generator.
 
-    kernels="triton" runs it on fastcycle's fused Triton kernels, with the same parameters and keys.
+    `resnet_9blocks` / `resnet_6blocks`: image -> image, H and W multiples of 4 (256x256 by default).
+    `unet_256` / `unet_128`: image -> image, H and W multiples of 256 / 128 (`net.size_multiple`).
+    `dcgan`: noise (N, nz, 1, 1) or (N, nz) -> (N, output_nc, 64, 64); input_nc and dropout do not apply.
+
+    kernels="triton" runs a ResNet generator on fastcycle's fused Triton kernels, with the same
+    parameters and keys. The fused kernels cover only the ResNet generator's reflect-pad/conv and
+    instance-norm/ReLU pairs; the U-Net and DCGAN generators accept the argument but always run on
+    torch layers.
     """
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    net = ResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name], kernels=kernels)
+    check_kernels(kernels)
+    if name in N_BLOCKS:
+        net = ResnetGenerator(
+            input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name], kernels=kernels
+        )
+    elif name in NUM_DOWNS:
+        net = UnetGenerator(input_nc, output_nc, NUM_DOWNS[name], ngf, norm, dropout)
+    else:
+        net = DCGANGenerator(nz, ngf, output_nc, norm)
     return init_weights(net, init_type, init_gain)
 
 
@@ -55,11 +84,30 @@ def build_discriminator(
     init_type: str = "normal",
     init_gain: float = 0.02,
     input_nc: int = 3,
+    n_classes: int = 0,
 ) -> nn.Module:
-    """A freshly initialised PatchGAN: `basic` (3 layers, 70x70 patches) or `n_layers` (`n_layers` deep)."""
+    """A freshly initialised discriminator.
+
+    `basic`: PatchGAN, 3 layers, 70x70 patches; `n_layers`: PatchGAN `n_layers` deep; `pixel`: 1x1
+    PatchGAN; `dcgan`: one logit per 64x64 image. n_classes > 0 (basic and n_layers only) adds an
+    auxiliary classification head, and the network then returns (patch_logits, class_logits).
+    """
     if name not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator {name!r}; choose one of {', '.join(DISCRIMINATORS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    net = NLayerDiscriminator(input_nc, ndf, 3 if name == "basic" else n_layers, norm)
+    if n_classes < 0:
+        raise ValueError(f"n_classes must be >= 0, got {n_classes}")
+    if n_classes and name not in CLASSIFYING_DISCRIMINATORS:
+        raise ValueError(
+            f"discriminator {name!r} has no classification head; n_classes needs one of "
+            f"{', '.join(CLASSIFYING_DISCRIMINATORS)}"
+        )
+    if name in CLASSIFYING_DISCRIMINATORS:
+        depth = 3 if name == "basic" else n_layers
+        net = NLayerDiscriminator(input_nc, ndf, depth, norm, n_classes=n_classes)
+    elif name == "pixel":
+        net = PixelDiscriminator(input_nc, ndf, norm)
+    else:
+        net = DCGANDiscriminator(input_nc, ndf, norm)
     return init_weights(net, init_type, init_gain)
