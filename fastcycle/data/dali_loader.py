@@ -136,7 +136,7 @@ class DaliLoader:
                 normalized_shape=False,
             )
         mirror = fn.random.coin_flip(probability=0.5) if s.flip else 0
-        return fn.crop_mirror_normalize(
+        image = fn.crop_mirror_normalize(
             img,
             mirror=mirror,
             mean=[127.5] * 3,  # uint8 [0, 255] -> float [-1, 1], the generators' range
@@ -145,6 +145,7 @@ class DaliLoader:
             # HWC is NHWC in torch's channels-last: the batch needs no transpose before the convs.
             output_layout="HWC" if s.channels_last else "CHW",
         )
+        return image, index
 
     def _pipeline(self, files: list[list[str]], gpu: bool):
         s = self.spec
@@ -152,8 +153,9 @@ class DaliLoader:
         @pipeline_def
         def cyclegan_pipeline():
             return tuple(
-                self._domain(scan, f, _seed(s.seed, k), gpu)
+                out
                 for k, (scan, f) in enumerate(zip((s.A, s.B), files, strict=True))
+                for out in self._domain(scan, f, _seed(s.seed, k), gpu)
             )
 
         return cyclegan_pipeline
@@ -173,8 +175,13 @@ class DaliLoader:
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         # The readers are streams: a resumed pipeline (from state_dict) is already at start_step.
         for _ in range(start_step, self.spec.steps_per_epoch):
-            A, B = self.pipe.run()
-            yield Batch(self._to_torch(A), self._to_torch(B))
+            A, index_A, B, index_B = self.pipe.run()
+            yield Batch(self._to_torch(A), self._to_torch(B), [], self._index(index_A), self._index(index_B))
+
+    @staticmethod
+    def _index(labels) -> torch.Tensor:
+        """The reader's labels (file indices, on the host) -> (N,) int64."""
+        return torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
 
     def state_dict(self) -> dict:
         return {"fingerprint": self.fingerprint, "dali": self.pipe.checkpoint()}

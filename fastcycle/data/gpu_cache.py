@@ -106,12 +106,14 @@ class GpuCacheLoader:
             (self.domains[1], plan.b[pos], plan.u[pos][..., 3:]),
         ]
         fast = [self._gather_indices(d, i, u) if d.uniform and s.crop else None for d, i, u in parts]
+        # Which file each image is, uploaded once per epoch like the gather indices.
+        index_A, index_B = (torch.from_numpy(np.ascontiguousarray(i)).to(s.device) for _, i, _ in parts)
         for step in range(len(pos)):
             A, B = (
                 self._take(d, i[step], u[step], None if f is None else {k: v[step] for k, v in f.items()})
                 for (d, i, u), f in zip(parts, fast, strict=True)
             )
-            yield Batch(self._finish(A), self._finish(B))
+            yield Batch(self._finish(A), self._finish(B), index_A=index_A[step], index_B=index_B[step])
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(

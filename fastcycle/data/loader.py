@@ -30,8 +30,11 @@ from fastcycle.errors import UserError
 @dataclass
 class Batch:
     A: torch.Tensor  # (N, 3, H, W) float in [-1, 1] on the training device
-    B: torch.Tensor
+    B: torch.Tensor | None = None  # None for one-domain data (DCGAN)
     skipped: list[str] = field(default_factory=list)  # files that turned unreadable since the scan
+    # (N,) int64: which scanned file of each domain each image came from (labels for --aux-classifier).
+    index_A: torch.Tensor | None = None
+    index_B: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ class TorchLoader:
         self.sampler.set_epoch(epoch, start_step)
         d, cl = self.spec.device, self.spec.channels_last
         for b in self.loader:
-            yield Batch(to_device(b["A"], d, cl), to_device(b["B"], d, cl), b["skipped"])
+            A, B = to_device(b["A"], d, cl), to_device(b["B"], d, cl)
+            yield Batch(A, B, b["skipped"], b["index_A"], b["index_B"])
 
     def state_dict(self) -> dict:
         return {}

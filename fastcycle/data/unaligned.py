@@ -40,7 +40,7 @@ class UnalignedDataset(Dataset):
     def plan(self, epoch: int):
         return epoch_plan(self.seed, epoch, len(self.paths_A), len(self.paths_B), not self.serial_batches)
 
-    def _load(self, paths: list[Path], index: int, u: np.ndarray) -> tuple[torch.Tensor, list[str]]:
+    def _load(self, paths: list[Path], index: int, u: np.ndarray) -> tuple[torch.Tensor, int, list[str]]:
         """Decode paths[index]. The folder scan vetted every file, but one can change during a run: an
         unreadable file is replaced by the next readable one and reported, never a crash mid-epoch."""
         skipped = []
@@ -51,16 +51,17 @@ class UnalignedDataset(Dataset):
             except OSError:
                 skipped.append(str(path))
                 continue
-            return preprocess(img, self.policy, self.load_size, self.crop_size, self.flip, u), skipped
+            image = preprocess(img, self.policy, self.load_size, self.crop_size, self.flip, u)
+            return image, (index + k) % len(paths), skipped
         raise RuntimeError(f"no readable image left among {len(paths)} files, e.g. {paths[0]}")
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, position = key
         plan = self.plan(epoch)
         u = plan.u[position]
-        A, skipped_A = self._load(self.paths_A, int(plan.a[position]), u[:3])
-        B, skipped_B = self._load(self.paths_B, int(plan.b[position]), u[3:])
-        return {"A": A, "B": B, "skipped": skipped_A + skipped_B}
+        A, index_A, skipped_A = self._load(self.paths_A, int(plan.a[position]), u[:3])
+        B, index_B, skipped_B = self._load(self.paths_B, int(plan.b[position]), u[3:])
+        return {"A": A, "B": B, "index_A": index_A, "index_B": index_B, "skipped": skipped_A + skipped_B}
 
 
 class EpochSampler(Sampler):
@@ -87,5 +88,7 @@ def collate(items: list[dict]) -> dict:
     return {
         "A": torch.stack([it["A"] for it in items]),  # (N, 3, H, W) uint8
         "B": torch.stack([it["B"] for it in items]),
+        "index_A": torch.tensor([it["index_A"] for it in items]),  # (N,) int64
+        "index_B": torch.tensor([it["index_B"] for it in items]),
         "skipped": [p for it in items for p in it["skipped"]],
     }
