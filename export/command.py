@@ -47,7 +47,7 @@ def _default_images(config: dict | None, checkpoint: str) -> Path | None:
         return None
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     root = config["data"].get("data") or run_dir / "demo_data"  # a demo run keeps its data inside
-    for sub in ("testA", "trainA"):
+    for sub in ("testA", "trainA", "test", "train"):  # train/: pix2pix A|B images, still real pixels
         if (Path(root) / sub).is_dir():
             return Path(root) / sub
     return None
@@ -71,14 +71,26 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
     device = resolve_device(req.device)
     net = load_generator(req.checkpoint, req.direction, **(req.generator_kw or {}))  # eval, no grad
     config = _run_config(req.checkpoint)
-    inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
+    nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images
+    if nz:
+        if req.trt or req.aoti or req.dynamic_hw:
+            raise UserError("a DCGAN generator exports to --onnx or --safetensors (noise in, 64x64 out) only")
+        g = torch.Generator().manual_seed(0)
+        inputs = [("random noise", torch.randn(8, nz, 1, 1, generator=g))]
+    else:
+        multiple = getattr(net, "size_multiple", 4)
+        if req.size % multiple:
+            raise UserError(
+                f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
+            )
+        inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
     written = []
     if req.safetensors:
         from fastcycle.export.weights import save_generator
         from fastcycle.translate import load_generator as reload
 
         arch = (config or {}).get("model") or req.generator_kw or {}
-        arch = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "dropout": False} | arch
+        arch = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "dropout": False, "nz": 100} | arch
         path = save_generator(net, req.safetensors, arch, req.direction)
         written.append(path)
         same = all(

@@ -2,9 +2,12 @@
 
 The graph takes `image` (batch, 3, H, W) float32 in [-1, 1] (pixel / 127.5 - 1, RGB, NCHW) and returns
 `translated` in the same convention; the batch is dynamic, and with `dynamic_hw` so are H and W (as
-multiples of 4, which the generator's two stride-2 convs need). The ResNet generator exports to
-exactly Conv, ConvTranspose, Pad(reflect), InstanceNormalization, Relu, Add and Tanh (plus Cast with
---fp16): every one a native layer of TensorRT's ONNX parser.
+multiples of 4 for the ResNet generators' two stride-2 convs, of 256 / 128 for the U-Nets). A DCGAN
+generator takes `noise` (batch, nz, 1, 1) and returns `image` (batch, 3, 64, 64).
+
+The ResNet generator exports to exactly Conv, ConvTranspose, Pad(reflect), InstanceNormalization, Relu,
+Add and Tanh (plus Cast with --fp16); the U-Net adds LeakyRelu and Concat, batch norm (pix2pix, DCGAN)
+BatchNormalization: every one a native layer of TensorRT's ONNX parser.
 
 --fp16 converts weights and activations to fp16 except instance norm, which computes in fp32 (Cast ->
 InstanceNormalization -> Cast): its variance over a 64x64 plane of fp16 activations loses most of its
@@ -24,9 +27,22 @@ from torch import nn
 from fastcycle.errors import UserError
 
 INPUT, OUTPUT = "image", "translated"
+NOISE_INPUT, NOISE_OUTPUT = "noise", "image"  # a DCGAN generator's interface
 CONVENTION = "float32 NCHW RGB in [-1, 1]: x = pixel / 127.5 - 1; output likewise"
 # What TensorRT's ONNX parser turns into native layers, for this generator's graph.
-TENSORRT_OPS = {"Conv", "ConvTranspose", "Pad", "InstanceNormalization", "Relu", "Tanh", "Add", "Cast"}
+TENSORRT_OPS = {
+    "Conv",
+    "ConvTranspose",
+    "Pad",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "Relu",
+    "LeakyRelu",
+    "Tanh",
+    "Add",
+    "Concat",
+    "Cast",
+}
 
 
 class _Fp32Norm(nn.Module):
@@ -88,22 +104,26 @@ def export_onnx(
     model = copy.deepcopy(net).cpu().eval()
     if fp16:
         model = _Fp16(model).eval()
-    example = torch.zeros(2, 3, size, size)
+    nz = getattr(net, "nz", None)  # a DCGAN generator: noise in, 64x64 image out
+    multiple = getattr(net, "size_multiple", 4)
+    if nz is None and size % multiple:
+        raise UserError(f"--size {size} must be a multiple of {multiple} for this generator")
+    example = torch.zeros(2, nz, 1, 1) if nz else torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims = {0: batch}
-    if dynamic_hw:
-        # Multiples of 4 as a derived dimension: the exporter then proves the downsampling divides.
+    if dynamic_hw and nz is None:
+        # Multiples as a derived dimension: the exporter then proves that the downsampling divides.
         dims |= {
-            2: 4 * torch.export.Dim("h4", min=1, max=2048),
-            3: 4 * torch.export.Dim("w4", min=1, max=2048),
+            2: multiple * torch.export.Dim("h", min=1, max=8192 // multiple),
+            3: multiple * torch.export.Dim("w", min=1, max=8192 // multiple),
         }
     with torch.no_grad():
         program = torch.onnx.export(
             model,
             (example,),
             dynamo=True,
-            input_names=[INPUT],
-            output_names=[OUTPUT],
+            input_names=[NOISE_INPUT if nz else INPUT],
+            output_names=[NOISE_OUTPUT if nz else OUTPUT],
             dynamic_shapes=(dims,),
             opset_version=18,
             verbose=False,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fastcycle.errors import UserError
-from fastcycle.export.onnx import CONVENTION, INPUT, OUTPUT, read_metadata
+from fastcycle.export.onnx import CONVENTION, INPUT, read_metadata
 
 
 class OrtRunner:
@@ -52,7 +52,14 @@ class OrtRunner:
         self.note = f"onnxruntime {used}{fallback}, {meta.get('fastcycle.dtype', 'fp32')} model {path.name}"
         self.meta = meta
         # Fixed H and W unless exported with --dynamic-hw: ints here, symbolic names otherwise.
-        self.hw = [d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape[2:]]
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self.hw = [d if isinstance(d, int) else None for d in inputs[0].shape[2:]]
+        self.input_name, self.output_name = (
+            inputs[0].name,
+            outputs[0].name,
+        )  # image/translated, or noise/image
+        self.image_to_image = self.input_name == INPUT
+        self.out_chw = [d if isinstance(d, int) else None for d in outputs[0].shape[1:]]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if any(want is not None and want != got for want, got in zip(self.hw, x.shape[2:], strict=True)):
@@ -62,12 +69,15 @@ class OrtRunner:
             )
         x = x.float().contiguous()
         if not self.cuda:
-            return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x.cpu().numpy()})[0])
-        out = torch.empty_like(x)  # the generator keeps the input's shape
+            return torch.from_numpy(
+                self.session.run([self.output_name], {self.input_name: x.cpu().numpy()})[0]
+            )
+        # A translator keeps the input's shape; a DCGAN's output shape is fixed in the graph.
+        out = torch.empty_like(x) if self.image_to_image else x.new_empty(x.shape[0], *self.out_chw)
         binding = self.session.io_binding()
         index = x.device.index or 0
-        binding.bind_input(INPUT, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
-        binding.bind_output(OUTPUT, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+        binding.bind_input(self.input_name, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_output(self.output_name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
         # ORT runs on its own stream: finish torch's work on x first; run_with_iobinding returns when done.
         torch.cuda.current_stream(x.device).synchronize()
         self.session.run_with_iobinding(binding)

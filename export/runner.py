@@ -27,6 +27,7 @@ class TorchRunner:
 
     def __init__(self, net: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None):
         self.net, self.device, self.amp_dtype = net.to(device).eval(), device, amp_dtype
+        self.size_multiple = getattr(net, "size_multiple", 4)  # what H and W must divide by (U-Net: 2**downs)
         precision = str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
         self.note = f"torch eager on {device}, {precision}"
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from fastcycle.errors import UserError
 
-ARCH_KEYS = ("netG", "ngf", "norm", "dropout")
+ARCH_KEYS = ("netG", "ngf", "norm", "dropout", "nz")
 
 
 def save_generator(net: nn.Module, path: str | Path, arch: dict, direction: str) -> Path:
@@ -26,7 +26,7 @@ def save_generator(net: nn.Module, path: str | Path, arch: dict, direction: str)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"fastcycle.version": __version__, "fastcycle.direction": direction}
-    meta["fastcycle.arch"] = json.dumps({k: arch[k] for k in ARCH_KEYS})
+    meta["fastcycle.arch"] = json.dumps({k: arch.get(k, 100) if k == "nz" else arch[k] for k in ARCH_KEYS})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp), meta)
@@ -51,7 +51,13 @@ def load_generator_file(path: str | Path, kernels: str = "torch") -> nn.Module:
     if "fastcycle.arch" not in meta:
         raise UserError(f"{path} has no fastcycle metadata; export it with `fastcycle export --safetensors`")
     arch = json.loads(meta["fastcycle.arch"])
+    kernels = kernels if arch["netG"].startswith("resnet") else "torch"  # the fused kernels are ResNet's
     net = build_generator(
-        arch["netG"], ngf=arch["ngf"], norm=arch["norm"], dropout=arch["dropout"], kernels=kernels
+        arch["netG"],
+        ngf=arch["ngf"],
+        norm=arch["norm"],
+        dropout=arch["dropout"],
+        kernels=kernels,
+        nz=arch.get("nz", 100),  # absent in files written before DCGAN support
     )
     return load_weights(net, weights, str(path))

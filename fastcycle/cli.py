@@ -9,6 +9,7 @@ import sys
 from fastcycle.config import (
     GENERATORS,
     KERNEL_CHOICES,
+    MODEL_PRESETS,
     NORMS,
     PRESETS,
     apply_overrides,
@@ -27,14 +28,15 @@ class _Parser(argparse.ArgumentParser):
 def _train_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
-        help="train a CycleGAN (no --data: the built-in demo)",
-        description="Train a CycleGAN. Flags are the reference's options in kebab-case.",
+        help="train a CycleGAN, pix2pix or DCGAN (no --data: the built-in CycleGAN demo)",
+        description="Train a model. Flags are the reference's options in kebab-case.",
     )
     p.add_argument(
         "--preset",
         choices=tuple(PRESETS),
         default=argparse.SUPPRESS,
-        help="starting configuration (default: demo without --data, cyclegan with it)",
+        help="starting configuration (default: --model's own, i.e. pix2pix or dcgan; for CycleGAN demo "
+        "without --data, cyclegan with it)",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, (section, f) in field_index().items():
@@ -72,6 +74,11 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write <output>/index.html: input | output (| reconstruction for CycleGAN) thumbnails",
+    )
     p.add_argument(
         "--kernels",
         default="auto",
@@ -132,12 +139,45 @@ def _export_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _plot_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plot", help="draw a run's loss curves to a PNG")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output folder (with metrics.jsonl)")
+    p.add_argument("--out", help="PNG to write (default: RUN_DIR/loss_curves.png)")
+    return p
+
+
+def _sample_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sample",
+        help="DCGAN: image grids from noise, saved noise files and latent arithmetic",
+        description="Generate images with a DCGAN run. Every grid's noise is saved beside it (.npy), so "
+        "exemplars can be picked (--select) and combined (--arith).",
+    )
+    p.add_argument("--checkpoint", required=True, help="a --model dcgan run folder or checkpoint")
+    p.add_argument(
+        "--out", default="samples.png", help="grid PNG to write; its noise goes to the same name .npy"
+    )
+    p.add_argument("--n", type=int, default=64, help="images in the grid")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
+    p.add_argument("--ncol", type=int, default=8, help="images per grid row")
+    p.add_argument("--noise", help="draw from this saved noise file (.npy, one vector per row) instead")
+    p.add_argument("--select", help="with --save-noise-to: grid positions (0-based, e.g. 3,7,12) to keep")
+    p.add_argument("--save-noise-to", help="write the selected vectors as a concept file (.npy)")
+    p.add_argument("--arith", help='latent arithmetic on concept files, e.g. "mask_man - man + woman"')
+    p.add_argument("--noise-dir", default=".", help="where --arith finds NAME.npy")
+    p.add_argument("--n-variants", type=int, default=7, help="--arith: jittered copies of the result")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastcycle", description="Fast CycleGAN training and inference.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
     _translate_parser(sub)
     _export_parser(sub)
+    _sample_parser(sub)
+    _plot_parser(sub)
     return parser
 
 
@@ -161,7 +201,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
-    preset = getattr(args, "preset", "cyclegan" if overrides.get("data") else "demo")
+    default = MODEL_PRESETS.get(overrides.get("model", "cycle_gan"), "cyclegan")
+    if default == "cyclegan" and not overrides.get("data"):
+        default = "demo"
+    preset = getattr(args, "preset", default)
     cfg = validate(apply_overrides(PRESETS[preset](), overrides))
     result = train(cfg)
     if result.demo_psnr is not None:
@@ -177,14 +220,20 @@ def _generator_kw(args: argparse.Namespace) -> dict:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
-    from fastcycle.translate import open_runner, translate_folder
+    from fastcycle.translate import checkpoint_model, open_runner, translate_folder
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.amp, "auto", device)
     kernels, _ = resolve_kernels(args.kernels, device)
     kw = _generator_kw(args) | {"direction": args.direction, "kernels": kernels}
     runner = open_runner(args.backend, args.checkpoint, device, precision.dtype, kw)
-    report = translate_folder(runner, args.input, args.output, args.batch_size, args.workers)
+    reverse = None
+    if args.html and checkpoint_model(args.checkpoint) == "cycle_gan":  # reconstructions need G_BA too
+        back = "BtoA" if args.direction == "AtoB" else "AtoB"
+        reverse = open_runner("torch", args.checkpoint, device, precision.dtype, kw | {"direction": back})
+    report = translate_folder(
+        runner, args.input, args.output, args.batch_size, args.workers, html=args.html, reverse=reverse
+    )
     for path in report.skipped:
         print(f"skipped unreadable image {path}", file=sys.stderr)
     rate = report.written / max(report.seconds, 1e-9)
@@ -207,11 +256,57 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from fastcycle.plot import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.out)}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from fastcycle.checkpoint import load_checkpoint
+    from fastcycle.sample import run_sample
+    from fastcycle.train.runtime import resolve_device
+    from fastcycle.translate import generator_from_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    family = state["config"]["model"].get("model", "cycle_gan")
+    if family != "dcgan":
+        raise UserError(f"{args.checkpoint} is a {family} run; `fastcycle sample` needs a --model dcgan run")
+    G = generator_from_checkpoint(state, "AtoB", "torch", str(args.checkpoint)).eval()
+    lines = run_sample(
+        G,
+        resolve_device(args.device),
+        n=args.n,
+        seed=args.seed,
+        out=args.out,
+        noise=args.noise,
+        arith=args.arith,
+        noise_dir=args.noise_dir,
+        select=args.select,
+        save_noise_to=args.save_noise_to,
+        ncol=args.ncol,
+        n_variants=args.n_variants,
+    )
+    for line in lines:
+        print(line)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "translate": cmd_translate,
+    "export": cmd_export,
+    "sample": cmd_sample,
+    "plot": cmd_plot,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parse(build_parser(), argv)
-        return {"train": cmd_train, "translate": cmd_translate, "export": cmd_export}[args.command](args)
+        return COMMANDS[args.command](args)
     except UserError as e:
         print(f"fastcycle: error: {e}", file=sys.stderr)
         return 2

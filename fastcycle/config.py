@@ -16,12 +16,15 @@ from fastcycle.errors import UserError
 
 # Names of the architecture choices. They live here, not in fastcycle.models, so that the config and
 # the CLI (`fastcycle --help`) load without importing torch; the models check their inputs against them.
-GENERATORS = ("resnet_9blocks", "resnet_6blocks")
-DISCRIMINATORS = ("basic", "n_layers")
+MODELS = ("cycle_gan", "pix2pix", "dcgan")
+GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "dcgan")
+DISCRIMINATORS = ("basic", "n_layers", "pixel", "dcgan")
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-GAN_MODES = ("lsgan", "vanilla")
+GAN_MODES = ("lsgan", "vanilla", "wgangp")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
+DIRECTIONS = ("AtoB", "BtoA")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 KERNEL_CHOICES = ("auto", "torch", "triton")
 LOADERS = ("auto", "torch", "dali", "gpu-cache")
@@ -33,20 +36,46 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    netG: str = _f("resnet_9blocks", "generator architecture", choices=GENERATORS)
-    netD: str = _f("basic", "discriminator: basic (70x70 PatchGAN) or n_layers", choices=DISCRIMINATORS)
+    model: str = _f(
+        "cycle_gan",
+        "what to train: cycle_gan (unpaired A <-> B), pix2pix (paired A -> B) or dcgan (noise -> image)",
+        choices=MODELS,
+    )
+    netG: str = _f("resnet_9blocks", "generator architecture (dcgan: --model dcgan's)", choices=GENERATORS)
+    netD: str = _f(
+        "basic",
+        "discriminator: basic (70x70 PatchGAN), n_layers, pixel (1x1 PatchGAN) or dcgan",
+        choices=DISCRIMINATORS,
+    )
     ngf: int = _f(64, "generator filters in the first conv layer")
     ndf: int = _f(64, "discriminator filters in the first conv layer")
     n_layers_D: int = _f(3, "discriminator depth when --netD n_layers")
     norm: str = _f("instance", "normalisation layer", choices=NORMS)
-    dropout: bool = _f(False, "dropout(0.5) in the residual blocks (the reference's --no_dropout inverted)")
+    dropout: bool = _f(
+        False, "dropout(0.5) in the residual / U-Net blocks (--no-dropout: the reference's --no_dropout)"
+    )
     init_type: str = _f("normal", "weight initialisation", choices=INIT_TYPES)
     init_gain: float = _f(0.02, "scale of the normal/xavier/orthogonal initialisation")
+    nz: int = _f(100, "length of the DCGAN noise vector z")
+    aux_classifier: bool = _f(
+        False, "semi-supervised: a class head on each discriminator, trained on --labels-A/--labels-B"
+    )
 
 
 @dataclass
 class DataConfig:
-    data: str | None = _f(None, "dataset folder with trainA/ and trainB/; omitted: the built-in demo")
+    data: str | None = _f(
+        None,
+        "dataset: trainA/ and trainB/ (cycle_gan); train/ of A|B images or trainA/ + trainB/ with matching "
+        "names (pix2pix); a folder of images (dcgan); omitted: the built-in CycleGAN demo",
+    )
+    direction: str = _f(
+        "AtoB", "pix2pix: AtoB translates the left/A images into the right/B ones", choices=DIRECTIONS
+    )
+    labels_A: str | None = _f(
+        None, "--aux-classifier: CSV of filename,label for trainA (unlisted: unlabelled)"
+    )
+    labels_B: str | None = _f(None, "--aux-classifier: CSV of filename,label for trainB")
     preprocess: str = _f("resize_and_crop", "resize/crop policy at load time", choices=PREPROCESS)
     load_size: int = _f(286, "scale images to this size before cropping")
     crop_size: int = _f(256, "then crop to this size (a multiple of 4)")
@@ -71,6 +100,12 @@ class LossConfig:
     lambda_B: float = _f(10.0, "weight of cycle loss B -> A -> B")
     lambda_identity: float = _f(0.5, "identity loss weight, relative to lambda_A/lambda_B (0: off)")
     pool_size: int = _f(50, "history of generated images shown to the discriminators (0: none)")
+    lambda_gp: float = _f(10.0, "weight of the gradient penalty with --gan-mode wgangp")
+    lambda_L1: float = _f(100.0, "pix2pix: weight of the L1 loss to the paired target")
+    lambda_cls: float = _f(1.0, "--aux-classifier: weight of the class losses (D on reals, G on fakes)")
+    label_smoothing: str = _f(
+        "", "one-sided: D's real targets, a value (0.9) or a range LO,HI drawn per logit (0.7,1.2); empty: 1"
+    )
 
 
 @dataclass
@@ -79,6 +114,16 @@ class OptimConfig:
     beta1: float = _f(0.5, "Adam beta1")
     n_epochs: int = _f(100, "epochs at the initial learning rate")
     n_epochs_decay: int = _f(100, "epochs of linear decay of the learning rate to zero")
+    lr_policy: str = _f(
+        "linear",
+        "linear (constant, then linear to zero), step (x0.1 every --lr-decay-iters epochs), plateau "
+        "(x0.2 when the epoch's generator loss stalls for 5 epochs) or cosine (over all epochs)",
+        choices=LR_POLICIES,
+    )
+    lr_decay_iters: int = _f(50, "--lr-policy step: epochs between the x0.1 steps")
+    epoch_count: int = _f(
+        1, "number of the first epoch (the reference's --epoch_count): with --init-weights from N-1 epochs, N"
+    )
     batch_size: int = _f(1, "image pairs per step")
     ema_decay: float = _f(0.0, "keep an exponential moving average of the generators (0: off, e.g. 0.999)")
 
@@ -103,10 +148,14 @@ class RunConfig:
     name: str = _f("experiment", "run name; the default output folder is runs/<name>")
     out: str | None = _f(None, "output folder for checkpoints, metrics and samples")
     resume: bool = _f(False, "continue from the checkpoint in the output folder")
+    init_weights: str | None = _f(
+        None, "start the networks from a fastcycle run/checkpoint or a reference checkpoints folder"
+    )
     max_steps: int = _f(0, "stop after this many steps (0: train all epochs)")
     log_every: int = _f(50, "steps between metrics lines (each costs one device sync)")
     sample_every: int = _f(500, "steps between sample grids (0: only at the end)")
     save_every: int = _f(1000, "steps between checkpoints (and at the end of every epoch)")
+    tensorboard: bool = _f(False, "also log losses, lr and sample grids to <out>/tensorboard")
 
 
 SECTIONS = {
@@ -240,7 +289,70 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"--crop-size {d.crop_size} is not a multiple of 4, which the ResNet generator's two "
             "downsamplings need; use e.g. " + str(d.crop_size // 4 * 4)
         )
+    unet = UNET_SIZES.get(m.netG)
+    if unet and (
+        d.preprocess not in ("resize_and_crop", "crop", "scale_width_and_crop") or d.crop_size % unet
+    ):
+        raise UserError(
+            f"--netG {m.netG} halves the image {unet.bit_length() - 1} times, so it needs crops that are a "
+            f"multiple of {unet} (--crop-size {d.crop_size}, --preprocess {d.preprocess}); use "
+            f"--crop-size {max(unet, d.crop_size // unet * unet)} with a cropping --preprocess"
+        )
+    _validate_model(cfg)
     return cfg
+
+
+UNET_SIZES = {"unet_256": 256, "unet_128": 128}  # the U-Nets' total downsampling (2**8, 2**7)
+
+
+def _validate_model(cfg: TrainConfig) -> None:
+    """Options that belong to one model family, and the combinations the families need."""
+    m, d, lo, o = cfg.model, cfg.data, cfg.loss, cfg.optim
+    is_dcgan = m.model == "dcgan"
+    if is_dcgan != (m.netG == "dcgan") or is_dcgan != (m.netD == "dcgan"):
+        raise UserError(
+            "--model dcgan goes with --netG dcgan --netD dcgan and only with them "
+            f"(got --model {m.model} --netG {m.netG} --netD {m.netD}); use --preset dcgan"
+        )
+    if is_dcgan and d.crop_size != 64:
+        raise UserError(f"--model dcgan makes 64x64 images; use --crop-size 64 (got {d.crop_size})")
+    if m.nz <= 0:
+        raise UserError(f"--nz must be positive, got {m.nz}")
+    if m.aux_classifier and m.model != "cycle_gan":
+        raise UserError("--aux-classifier is for --model cycle_gan; drop it or use --model cycle_gan")
+    if not m.aux_classifier and (d.labels_A or d.labels_B):
+        raise UserError("--labels-A/--labels-B are read only with --aux-classifier; add it or drop them")
+    if m.aux_classifier and m.netD == "pixel":
+        raise UserError(
+            "--aux-classifier needs a PatchGAN trunk (--netD basic or n_layers), not --netD pixel"
+        )
+    if lo.lambda_gp < 0 or lo.lambda_L1 < 0 or lo.lambda_cls < 0:
+        raise UserError("--lambda-gp, --lambda-L1 and --lambda-cls must be >= 0")
+    parse_label_smoothing(lo.label_smoothing)
+    if o.lr_decay_iters <= 0:
+        raise UserError(f"--lr-decay-iters must be positive, got {o.lr_decay_iters}")
+    n_epochs = o.n_epochs + o.n_epochs_decay
+    if not 1 <= o.epoch_count <= n_epochs:
+        raise UserError(
+            f"--epoch-count {o.epoch_count} must be between 1 and --n-epochs + --n-epochs-decay ({n_epochs})"
+        )
+
+
+def parse_label_smoothing(text: str) -> tuple[float, float] | None:
+    """'' -> None (real target 1); '0.9' -> (0.9, 0.9); '0.7,1.2' -> (0.7, 1.2): targets ~ U[lo, hi]."""
+    if not text.strip():
+        return None
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(math.isfinite(v) and v > 0 for v in parts) or parts[0] > parts[1]:
+        raise UserError(
+            f"--label-smoothing {text!r} is not a real-target value or range; use e.g. 0.9 or 0.7,1.2"
+        )
+    return parts[0], parts[1]
 
 
 # Presets: plain functions returning a full config.
@@ -274,4 +386,44 @@ def demo() -> TrainConfig:
     return cfg
 
 
-PRESETS = {"cyclegan": cyclegan, "demo": demo}
+def pix2pix() -> TrainConfig:
+    """The reference's pix2pix defaults: U-Net 256, conditional 70x70 PatchGAN, batch norm, vanilla GAN
+    + 100 x L1, dropout in the U-Net as its noise, no image pool."""
+    cfg = TrainConfig()
+    cfg.model = ModelConfig(model="pix2pix", netG="unet_256", norm="batch", dropout=True)
+    cfg.loss = LossConfig(gan_mode="vanilla", pool_size=0, lambda_identity=0.0)
+    cfg.run = RunConfig(name="pix2pix")
+    return cfg
+
+
+def dcgan() -> TrainConfig:
+    """DCGAN (Radford et al. 2016) on one folder of images: 64x64, batch 128, Adam 2e-4 / beta1 0.5,
+    batch norm, BCE, 25 epochs at a constant rate."""
+    cfg = TrainConfig()
+    cfg.model = ModelConfig(model="dcgan", netG="dcgan", netD="dcgan", norm="batch")
+    cfg.data = DataConfig(load_size=64, crop_size=64)
+    cfg.loss = LossConfig(gan_mode="vanilla", pool_size=0, lambda_identity=0.0)
+    cfg.optim = OptimConfig(n_epochs=25, n_epochs_decay=0, batch_size=128)
+    cfg.run = RunConfig(name="dcgan", sample_every=500)
+    return cfg
+
+
+def semi_supervised() -> TrainConfig:
+    """Semi-supervised multitask CycleGAN (the male <-> female project): a class head on each
+    discriminator, batch 16 with batch norm, real targets drawn from [0.7, 1.2]."""
+    cfg = TrainConfig()
+    cfg.model = ModelConfig(norm="batch", aux_classifier=True)
+    cfg.loss = LossConfig(label_smoothing="0.7,1.2")
+    cfg.optim = OptimConfig(batch_size=16)
+    cfg.run = RunConfig(name="semi_supervised")
+    return cfg
+
+
+PRESETS = {
+    "cyclegan": cyclegan,
+    "demo": demo,
+    "pix2pix": pix2pix,
+    "dcgan": dcgan,
+    "semi_supervised": semi_supervised,
+}
+MODEL_PRESETS = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix", "dcgan": "dcgan"}  # --model's defaults

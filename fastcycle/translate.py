@@ -29,8 +29,9 @@ from fastcycle.models import build_generator
 DIRECTIONS = ("AtoB", "BtoA")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "aoti")
 BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pt2": "aoti"}
-# The reference's run folders name the A -> B generator G_A and the B -> A one G_B.
+# The reference's CycleGAN run folders name the A -> B generator G_A and the B -> A one G_B; pix2pix's is G.
 _REFERENCE_FILES = {"AtoB": "latest_net_G_A.pth", "BtoA": "latest_net_G_B.pth"}
+_REFERENCE_PIX2PIX = "latest_net_G.pth"
 
 
 def load_generator(
@@ -53,6 +54,8 @@ def load_generator(
             path = path / CHECKPOINT_NAME
         elif (path / _REFERENCE_FILES[direction]).exists():
             path = path / _REFERENCE_FILES[direction]
+        elif (path / _REFERENCE_PIX2PIX).exists() and direction == "AtoB":
+            path = path / _REFERENCE_PIX2PIX
         else:
             raise UserError(f"{source} holds neither {CHECKPOINT_NAME} nor {_REFERENCE_FILES[direction]}")
     if path.suffix.lower() == ".safetensors":
@@ -62,18 +65,46 @@ def load_generator(
     obj = safe_load(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         state = load_checkpoint(path)
-        m = TrainConfig.from_dict(state["config"]).model
-        net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels)
-        name = "G_AB" if direction == "AtoB" else "G_BA"
-        # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
-        weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
-        load_weights(net, weights, f"{path} ({name})")
+        net = generator_from_checkpoint(state, direction, kernels, str(path))
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         net = build_generator(netG, ngf=ngf, norm=norm, dropout=dropout, kernels=kernels)
         load_weights(net, obj, str(path))
     else:
         raise UserError(f"{path} is neither a fastcycle checkpoint nor a generator state dict")
     return net.eval().requires_grad_(False)
+
+
+def generator_from_checkpoint(state: dict, direction: str, kernels: str, source: str) -> nn.Module:
+    """The trained generator of a loaded fastcycle checkpoint: CycleGAN's G_AB or G_BA, pix2pix's G
+    (one direction, the one it was trained for), DCGAN's G (noise -> image, for `fastcycle sample`)."""
+    m = TrainConfig.from_dict(state["config"]).model
+    if m.model == "cycle_gan":
+        name = "G_AB" if direction == "AtoB" else "G_BA"
+    elif direction != "AtoB":
+        raise UserError(
+            f"{source} is a {m.model} run, whose generator works one way (pix2pix: --direction at "
+            "training time); drop --direction BtoA"
+        )
+    else:
+        name = "G"
+    kernels = kernels if m.netG in ("resnet_9blocks", "resnet_6blocks") else "torch"
+    net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels, nz=m.nz)
+    # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
+    weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
+    load_weights(net, weights, f"{source} ({name})")
+    return net
+
+
+def checkpoint_model(source: str | Path) -> str | None:
+    """--model of a fastcycle run or checkpoint (cycle_gan, pix2pix, dcgan); None for other files."""
+    path = Path(source)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    if path.suffix.lower() in BACKEND_BY_SUFFIX or path.suffix.lower() == ".safetensors" or not path.exists():
+        return None
+    try:
+        return TrainConfig.from_dict(load_checkpoint(path)["config"]).model.model
+    except UserError:
+        return None
 
 
 @dataclass
@@ -95,18 +126,28 @@ def _decode(path: Path) -> np.ndarray | None:
         return None
 
 
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad H and W up to a multiple (4 for ResNets, 2**downs for U-Nets); no resampling."""
+    h, w = x.shape[2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x.contiguous()
+
+
 @torch.no_grad()
-def _run(runner, images: list[np.ndarray]) -> list[np.ndarray]:
-    """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size."""
+def _run(runner, images: list[np.ndarray], reverse=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size, and with a
+    `reverse` runner (the other CycleGAN generator) their reconstructions."""
     h, w = images[0].shape[:2]
     x = torch.from_numpy(np.stack(images)).to(runner.device, non_blocking=True).permute(0, 3, 1, 2)
     x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
-    # The generator needs sides divisible by 4: reflect-pad up, translate, crop back (no resampling).
-    ph, pw = -h % 4, -w % 4
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    y = runner(x.contiguous())[:, :, :h, :w]
-    return list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
+    y = runner(_pad(x, getattr(runner, "size_multiple", 4)))[:, :, :h, :w]
+    out = list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
+    if reverse is None:
+        return out, None
+    rec = reverse(_pad(y.to(reverse.device), getattr(reverse, "size_multiple", 4)))[:, :, :h, :w]
+    return out, list(to_uint8(rec).permute(0, 2, 3, 1).cpu().numpy())
 
 
 def open_runner(
@@ -119,7 +160,10 @@ def open_runner(
     if backend == "torch":
         from fastcycle.export.runner import TorchRunner
 
-        return TorchRunner(load_generator(model, **(generator_kw or {})), device, amp_dtype)
+        net = load_generator(model, **(generator_kw or {}))
+        if hasattr(net, "nz"):
+            raise UserError(f"{model} is a DCGAN: it makes images from noise; use `fastcycle sample`")
+        return TorchRunner(net, device, amp_dtype)
     if backend == "onnxruntime":
         from fastcycle.export.ort import OrtRunner
 
@@ -134,9 +178,19 @@ def open_runner(
 
 
 def translate_folder(
-    runner, input_dir: str | Path, output_dir: str | Path, batch_size: int = 8, workers: int = 4
+    runner,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    batch_size: int = 8,
+    workers: int = 4,
+    html: bool = False,
+    reverse=None,
 ) -> TranslateReport:
-    """Translate every image under input_dir with `runner` (fastcycle.export.runner.Runner)."""
+    """Translate every image under input_dir with `runner` (fastcycle.export.runner.Runner).
+
+    html: also write <output>/index.html, the reference's results page: input | output thumbnails,
+    plus the reconstruction when `reverse` (the other generator of a CycleGAN) is given, whose images
+    go to <output>/reconstructed/."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist")
@@ -158,6 +212,13 @@ def translate_folder(
             raise UserError(f"{clash} and {f} would both be written as {out}; rename one")
     skipped: list[str] = []
     written = 0
+    gallery = None
+    if html:
+        from fastcycle.gallery import GalleryWriter
+
+        columns = ["input", "output"] + (["reconstruction"] if reverse is not None else [])
+        gallery = GalleryWriter(output_dir, f"fastcycle translate: {input_dir}", columns)
+    rec_dir = output_dir / "reconstructed"
     t0 = time.perf_counter()
     window = max(2 * batch_size, 2 * workers)  # decoded-ahead images held at most
     with ThreadPoolExecutor(workers) as decode_pool, ThreadPoolExecutor(workers) as encode_pool:
@@ -173,10 +234,21 @@ def translate_folder(
                     return
                 pending.append((path, decode_pool.submit(_decode, path)))
 
+        def write(path: Path, out: np.ndarray, rec: np.ndarray | None) -> None:
+            dst = output_path(path, input_dir, output_dir)
+            save_image(out, dst)
+            row = {"input": path, "output": dst}
+            if rec is not None:
+                row["reconstruction"] = output_path(path, input_dir, rec_dir)
+                save_image(rec, row["reconstruction"])
+            if gallery is not None:
+                gallery.add(str(path.relative_to(input_dir)), row)
+
         def flush(paths: list[Path], images: list[np.ndarray]) -> None:
             nonlocal written
-            for path, out in zip(paths, _run(runner, images), strict=True):
-                writes.append(encode_pool.submit(save_image, out, output_path(path, input_dir, output_dir)))
+            outs, recs = _run(runner, images, reverse)
+            for i, (path, out) in enumerate(zip(paths, outs, strict=True)):
+                writes.append(encode_pool.submit(write, path, out, None if recs is None else recs[i]))
             while len(writes) > window:
                 writes.popleft().result()
             written += len(paths)
@@ -202,4 +274,6 @@ def translate_folder(
         for fut in writes:
             fut.result()
         bar.close()
+    if gallery is not None:
+        gallery.close()
     return TranslateReport(written, skipped, time.perf_counter() - t0)

@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, newest_checkpoint, save_checkpoint
@@ -22,10 +24,9 @@ from fastcycle.data.loader import LoaderSpec, build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.train.distributed import DistInfo, any_rank, finish, init_distributed
+from fastcycle.train.families import build_model, model_kernels
 from fastcycle.train.flops import peak_flops, step_flops
 from fastcycle.train.runtime import resolve_kernels, resolve_precision
-from fastcycle.train.samples import save_sample_grid
-from fastcycle.train.step import LOSS_NAMES, CycleGAN
 
 
 @dataclass
@@ -155,7 +156,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     dist_info, device = init_distributed(rt.device)
     _is_main = dist_info.is_main
     precision = resolve_precision(rt.amp, rt.amp_dtype, device)
-    kernels, kernels_note = resolve_kernels(rt.kernels, device)
+    kernels, kernels_note = model_kernels(cfg, *resolve_kernels(rt.kernels, device))
 
     state = None
     if run.resume:
@@ -165,8 +166,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             TrainConfig.from_dict(saved)
         except UserError as e:
             raise UserError(f"--resume: the checkpoint in {run_dir} holds an invalid config: {e}") from None
+        saved_cfg = TrainConfig.from_dict(saved)  # options added since the run started take defaults
         for key in ("model", "loss"):  # the networks and objective of a run cannot change mid-run
-            if saved[key] != getattr(cfg, key).__dict__:
+            if getattr(saved_cfg, key) != getattr(cfg, key):
                 raise UserError(
                     f"--resume: the {key} options differ from the run's saved ones ({checkpoint_path})"
                 )
@@ -185,28 +187,31 @@ def train(cfg: TrainConfig) -> TrainResult:
         finish(dist_info)
 
 
+def _log_scan(scan) -> None:
+    log(f"data: {scan.summary()}")
+    for path, why in scan.skipped:
+        log(f"data: skipped {path}: {why}", to_terminal=False)
+    for f in scan.converted:
+        log(f"data: converted {f.path} ({f.convert}) to RGB", to_terminal=False)
+
+
 def _open_data(
     cfg: TrainConfig, run_dir: Path, device: torch.device, state: dict | None, dist_info: DistInfo
-):
-    """Scan both domain folders (reporting what is skipped or converted), then build the loader."""
-    data_root = cfg.data.data
+) -> DataSource:
+    """Scan the dataset (reporting what is skipped or converted), then build the family's loader."""
+    d, family = cfg.data, cfg.model.model
+    data_root = d.data
     if data_root is None:
+        if family != "cycle_gan":
+            what = "a train/ folder of A|B images" if family == "pix2pix" else "a folder of images"
+            raise UserError(f"--model {family} has no built-in demo: pass --data DIR ({what})")
         if dist_info.is_main:
             demo.build(run_dir / "demo_data")
             log(f"data: built-in demo ({demo.DESCRIPTION}) in {run_dir / 'demo_data'}")
         if dist_info.enabled:
             torch.distributed.barrier()  # the other ranks read what rank 0 wrote
         data_root = run_dir / "demo_data"
-    d = cfg.data
-    scans = [scan_domain(data_root, name, d.max_dataset_size) for name in ("trainA", "trainB")]
-    for scan in scans:
-        log(f"data: {scan.summary()}")
-        for path, why in scan.skipped:
-            log(f"data: skipped {path}: {why}", to_terminal=False)
-        for f in scan.converted:
-            log(f"data: converted {f.path} ({f.convert}) to RGB", to_terminal=False)
-    spec = LoaderSpec(
-        *scans,
+    common = dict(
         policy=d.preprocess,
         load_size=d.load_size,
         crop_size=d.crop_size,
@@ -219,18 +224,77 @@ def _open_data(
         rank=dist_info.rank,
         world_size=dist_info.world_size,
     )
+    if family != "cycle_gan":
+        if d.loader not in ("auto", "torch"):
+            raise UserError(f"--model {family} reads its data with --loader torch; drop --loader {d.loader}")
+        if family == "pix2pix":
+            from fastcycle.data.aligned import open_aligned
+
+            loader = open_aligned(
+                data_root,
+                d.direction,
+                num_workers=d.num_workers,
+                max_dataset_size=d.max_dataset_size,
+                **common,
+            )
+        else:
+            from fastcycle.data.single import open_single
+
+            loader = open_single(
+                data_root, num_workers=d.num_workers, max_dataset_size=d.max_dataset_size, **common
+            )
+        for scan in loader.scans:
+            _log_scan(scan)
+        return DataSource(Path(data_root), loader, loader.note)
+    scans = [scan_domain(data_root, name, d.max_dataset_size) for name in ("trainA", "trainB")]
+    for scan in scans:
+        _log_scan(scan)
+    labels = None
+    if cfg.model.aux_classifier:
+        labels = _read_labels(cfg, scans)
+    spec = LoaderSpec(*scans, **common)
     loader, note = build_loader(d, spec, run_dir, state.get("loader") if state else None)
-    return Path(data_root), loader, note
+    return DataSource(Path(data_root), loader, note, labels)
+
+
+def _read_labels(cfg: TrainConfig, scans):
+    """--aux-classifier: each scanned file's class from the CSVs (-1: unlabelled)."""
+    from fastcycle.data.labels import load_domain_labels
+
+    d = cfg.data
+    if not (d.labels_A or d.labels_B):
+        raise UserError(
+            "--aux-classifier needs labels: pass --labels-A and/or --labels-B (CSV filename,label)"
+        )
+    table = load_domain_labels({"A": d.labels_A, "B": d.labels_B}, {"A": scans[0], "B": scans[1]})
+    for line in table.summary().splitlines():
+        log(f"labels: {line}")
+    return table
+
+
+@dataclass
+class DataSource:
+    root: Path
+    loader: object  # fastcycle.data.loader.Loader
+    note: str  # which loader and why, for the start-up line
+    labels: object | None = None  # fastcycle.data.labels.LabelTable with --aux-classifier
 
 
 def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_info) -> TrainResult:
     run = cfg.run
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    data_root, data, data_note = _open_data(cfg, run_dir, device, state, dist_info)
+    source = _open_data(cfg, run_dir, device, state, dist_info)
+    data_root, data, data_note = source.root, source.loader, source.note
     main = dist_info.is_main
     global_batch = cfg.optim.batch_size * dist_info.world_size
 
-    model = CycleGAN(cfg, device, precision, kernels, dist_info)
+    labels, n_classes = None, 0
+    if source.labels is not None:
+        labels = (torch.from_numpy(source.labels.A), torch.from_numpy(source.labels.B))
+        n_classes = len(source.labels.classes)
+    model = build_model(cfg, device, precision, kernels, dist_info, labels, n_classes)
+    if run.init_weights and state is None:
+        log(f"weights: {', '.join(model.nets)} from {run.init_weights}")
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -243,15 +307,18 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
     if main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    n_epochs = cfg.optim.n_epochs + cfg.optim.n_epochs_decay
+    # --epoch-count N: epochs N..n_epochs+n_epochs_decay (1-based) remain; `epoch` below is 0-based.
+    first_epoch = cfg.optim.epoch_count - 1
+    n_epochs = cfg.optim.n_epochs + cfg.optim.n_epochs_decay - first_epoch
     steps_per_epoch = data.spec.steps_per_epoch
     total = n_epochs * steps_per_epoch
     if run.max_steps:
         total = min(total, run.max_steps)
-    n = sum(p.numel() for p in model.G_AB.parameters())
+    n = sum(p.numel() for p in model.nets[model.generators[0]].parameters())
     log(
         f"device: {device} | {precision.note} | {kernels_note} | G {cfg.model.netG} ({n:,} params) | "
-        f"{data_note} | {data.spec.pairs} pairs/epoch, batch {cfg.optim.batch_size}"
+        f"{data_note} | {data.spec.pairs} {'images' if cfg.model.model == 'dcgan' else 'pairs'}/epoch, "
+        f"batch {cfg.optim.batch_size}"
         + (f" x {dist_info.world_size} ranks" if dist_info.enabled else "")
         + f", {total} steps"
     )
@@ -283,10 +350,22 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
     _check_free_space(run_dir, model)
     # MFU on the progress line where a peak is known (GPUs in flops.PEAK_BF16): counted FLOPs per pair.
     peak = peak_flops(device)
-    flops_per_pair = step_flops(cfg) if peak else None
+    flops_per_pair = step_flops(cfg) if peak and cfg.model.model == "cycle_gan" else None
     sample_batch = None
     result = TrainResult(run_dir, step)
     metrics = _open_metrics(run_dir / "metrics.jsonl", step) if main else open(os.devnull, "w")  # noqa: SIM115
+    board = None
+    if run.tensorboard and main:
+        from fastcycle.train.tensorboard import TensorBoardSink
+
+        board = TensorBoardSink(run_dir, purge_step=step if state is not None else None)
+
+    def save_samples() -> None:
+        path = run_dir / "samples" / f"step_{step:07d}.png"
+        model.save_samples(sample_batch, path)
+        if board is not None:
+            board.log_image("samples", step, np.asarray(Image.open(path).convert("RGB")))
+
     bar = tqdm(
         total=total,
         initial=step,
@@ -303,22 +382,22 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
     try:
         stop.__enter__()
         while step < total and not stopping:
-            epoch, in_epoch = divmod(step, steps_per_epoch)
+            run_epoch, in_epoch = divmod(step, steps_per_epoch)
+            epoch = first_epoch + run_epoch
             for batch in data.epoch(epoch, start_step=in_epoch):
                 for path in batch.skipped:
                     if path not in skipped_seen:
                         skipped_seen.add(path)
                         log(f"data: skipped {path}: unreadable since the folder scan")
-                real_A, real_B = batch.A, batch.B
                 if sample_batch is None:
-                    sample_batch = (real_A[:4].clone(), real_B[:4].clone())
-                losses = model.train_step(real_A, real_B)
+                    sample_batch = model.sample_inputs(batch)
+                losses = model.step(batch)
                 skips.append(model.last_skipped.float())
                 step += 1
                 bar.update(1)
                 if step % run.log_every == 0 or step == total:
                     # .tolist() is the only host-device sync of the loop, once per log line.
-                    names = [k for k in LOSS_NAMES if k in losses]
+                    names = [k for k in model.loss_names if k in losses]
                     values = torch.cat([torch.stack([losses[k] for k in names]), torch.stack(skips)])
                     if dist_info.enabled:  # the losses over the global batch, not rank 0's share
                         torch.distributed.all_reduce(values)
@@ -333,7 +412,7 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
                     record = {
                         "step": step,
                         "epoch": epoch,
-                        "lr": model.opt_G.param_groups[0]["lr"],
+                        "lr": model.lr,
                         "pairs_per_s": round(pairs_per_s, 3),
                         **{k: round(v, 5) for k, v in line.items()},
                     }
@@ -342,6 +421,8 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
                         record["mfu"] = round(pairs_per_s * flops_per_pair / peak, 4)
                         speed["mfu"] = f"{record['mfu']:.1%}"
                     metrics.write(json.dumps(record) + "\n")
+                    if board is not None:
+                        board.log_scalars(step, record)
                     metrics.flush()
                     result.losses.append(record)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()} | speed)
@@ -349,7 +430,7 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
                 if end_of_epoch:
                     model.end_epoch()  # the reference's per-epoch LR policy
                 if main and run.sample_every and step % run.sample_every == 0:
-                    save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
+                    save_samples()
                 # Ranks must stop at the same step (or the next all-reduce waits forever): under torchrun
                 # they agree at log lines, a sync point already; a single process stops at once.
                 if not dist_info.enabled:
@@ -364,16 +445,18 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
         stop.__exit__()
         bar.close()
         metrics.close()
+        if board is not None:
+            board.close()
     if stopping:
         result.stopped_by, result.step = stop.received or "a signal to another rank", step
         log(f"stopped by {result.stopped_by} after step {step}, checkpoint saved; continue with --resume")
         return result
     if main and sample_batch is not None:
-        save_sample_grid(model, *sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
+        save_samples()
     if skipped_seen:
         log(f"data: {len(skipped_seen)} image(s) turned unreadable during the run; see the lines above")
     result.step = step
     log(f"done: {step} steps; checkpoint {checkpoint_path}")
-    if cfg.data.data is None and main:
+    if cfg.data.data is None and main and cfg.model.model == "cycle_gan":
         result.demo_psnr = demo.evaluate(model.generator("AtoB"), data_root, device, precision.dtype)
     return result

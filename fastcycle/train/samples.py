@@ -1,4 +1,5 @@
-"""Sample grids: real | translated | reconstructed, for both directions, written as one PNG."""
+"""Sample grids written during training: CycleGAN (real | translated | reconstructed, both ways),
+pix2pix (input | output | target) and DCGAN (a fixed noise batch)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def eval_mode(*nets: nn.Module):
 
 
 @torch.no_grad()
-def save_sample_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> None:
+def save_cycle_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> None:
     """One row per image pair: real_A, fake_B, rec_A, real_B, fake_A, rec_B (uint8 PNG at `path`)."""
     G_AB, G_BA = model.generator("AtoB"), model.generator("BtoA")
     with eval_mode(G_AB, G_BA), model.autocast():
@@ -38,3 +39,27 @@ def save_sample_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Pa
         rows.append(torch.cat([to_uint8(t) for t in tiles], dim=2))  # (3, H, 6W)
     grid = torch.cat(rows, dim=1)  # (3, nH, 6W)
     save_image(grid.permute(1, 2, 0).cpu().numpy(), path)
+
+
+@torch.no_grad()
+def save_paired_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> None:
+    """pix2pix: one row per pair, input | output | target."""
+    G = model.generator()
+    with eval_mode(G), model.autocast():
+        fake_B = G(real_A)
+    rows = [
+        torch.cat([to_uint8(t) for t in (a, f, b)], dim=2)
+        for a, f, b in zip(real_A, fake_B, real_B, strict=True)
+    ]
+    save_image(torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy(), path)
+
+
+@torch.no_grad()
+def save_noise_grid(model, z: torch.Tensor, path: Path, ncol: int = 8) -> None:
+    """DCGAN: the images of a fixed noise batch, `ncol` per row, so runs show progress on the same z."""
+    G = model.generator()
+    with eval_mode(G), model.autocast():
+        images = to_uint8(G(z))  # (n, 3, 64, 64)
+    n = len(images) // ncol * ncol or len(images)
+    rows = [torch.cat(list(images[i : i + ncol]), dim=2) for i in range(0, n, ncol)]
+    save_image(torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy(), path)

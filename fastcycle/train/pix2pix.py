@@ -1,0 +1,83 @@
+"""pix2pix (Isola et al. 2017): a U-Net generator and a conditional PatchGAN that judges (input, output)
+pairs, trained with GAN + lambda_L1 x L1 to the paired target. The reference's `Pix2PixModel`: the
+discriminator steps first, then the generator against the updated discriminator."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from fastcycle.config import TrainConfig
+from fastcycle.losses import gan_loss, l1
+from fastcycle.models import build_discriminator, build_generator
+from fastcycle.train.distributed import DistInfo
+from fastcycle.train.gan import GANModel
+from fastcycle.train.runtime import Precision
+from fastcycle.train.samples import save_paired_grid
+
+
+class Pix2Pix(GANModel):
+    generators = ("G",)
+    discriminators = ("D",)
+    reference_files: ClassVar[dict[str, str]] = {"G": "G", "D": "D"}
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        precision: Precision,
+        kernels: str = "torch",
+        dist_info: DistInfo | None = None,
+    ):
+        m = cfg.model
+        torch.manual_seed(cfg.runtime.seed)
+        init = dict(init_type=m.init_type, init_gain=m.init_gain)
+        nets = {
+            "G": build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels, **init),
+            # Conditional: D sees the input and the (real or generated) output stacked, 6 channels.
+            "D": build_discriminator(
+                m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=6, **init
+            ),
+        }
+        super().__init__(cfg, device, precision, nets, dist_info)
+        self.G, self.D = self.nets["G"], self.nets["D"]
+        wgan = ("gp",) if cfg.loss.gan_mode == "wgangp" else ()
+        self.loss_names = ("G_GAN", "G_L1", "D_real", "D_fake", *wgan)
+
+    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration on paired (N, 3, H, W) batches in [-1, 1]: real_A is the input, real_B its
+        target. Returns detached loss tensors (no host sync)."""
+        lo = self.cfg.loss
+        losses: dict[str, torch.Tensor] = {}
+        with self.autocast():
+            (fake_B,) = self._calls("G", real_A)
+
+        # Discriminator: real pairs vs generated pairs, halved as in the reference.
+        self.D.requires_grad_(True)
+        with self.autocast():
+            real_AB = torch.cat([real_A, real_B], 1)
+            fake_AB = torch.cat([real_A, fake_B.detach().nan_to_num(0.0, 1.0, -1.0)], 1)
+            pred_real, pred_fake = self._calls("D", real_AB, fake_AB)
+            losses["D_real"] = gan_loss(pred_real, True, lo.gan_mode, self.real_range) * 0.5
+            losses["D_fake"] = gan_loss(pred_fake, False, lo.gan_mode) * 0.5
+            loss_D = losses["D_real"] + losses["D_fake"]
+            if lo.gan_mode == "wgangp":
+                losses["gp"] = self._penalty("D", real_AB, fake_AB)
+                loss_D = loss_D + losses["gp"]
+        bad_D = self._backward_step(self.opt_D, loss_D)
+
+        # Generator: fool the updated discriminator and stay close to the target in L1.
+        self.D.requires_grad_(False)
+        with self.autocast():
+            losses["G_GAN"] = gan_loss(self.D(torch.cat([real_A, fake_B], 1)), True, lo.gan_mode)
+            losses["G_L1"] = l1(fake_B, real_B) * lo.lambda_L1
+            loss_G = losses["G_GAN"] + losses["G_L1"]
+        bad_G = self._backward_step(self.opt_G, loss_G)
+        self._after_G_step(loss_G)
+        self.scaler.update()
+        self.last_skipped = bad_G | bad_D
+        return {k: v.detach() for k, v in losses.items()}
+
+    def save_samples(self, inputs: tuple, path) -> None:
+        save_paired_grid(self, *inputs, path)
