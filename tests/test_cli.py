@@ -145,3 +145,19 @@ def test_translate_never_writes_into_its_input(tmp_path, inside):
     proc = run_cli(*_translate(tmp_path / "g.pth", tmp_path / "in", tmp_path / "in" / inside, *flags))
     _one_error_line(proc, "is inside the input folder")
     assert (tmp_path / "in" / "img_000.png").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["train", "--model", "pix2pix"], "--model pix2pix has no built-in demo: pass --data DIR"),
+        (["train", "--model", "dcgan", "--netG", "resnet_9blocks"], "--model dcgan goes with --netG dcgan"),
+        (["train", "--netG", "unet_256", "--crop-size", "128"], "needs crops that are a multiple of 256"),
+        (["train", "--label-smoothing", "1.2,0.7"], "--label-smoothing '1.2,0.7' is not"),
+        (["plot", "nowhere_run"], "no such run folder"),
+        (["sample", "--checkpoint", "nowhere.pt"], "nowhere.pt"),
+    ],
+)
+def test_model_family_errors_are_one_line(tmp_path, args, pattern):
+    out = ["--out", str(tmp_path / "run")] if args[0] == "train" else []
+    _one_error_line(run_cli(*args, *out), pattern)

@@ -42,7 +42,7 @@ def write_discs(folder: Path, n: int, size: int = 64, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:size, 0:size]
     for i in range(n):
-        cx, cy, r = rng.integers(16, size - 16, 2).tolist() + [int(rng.integers(8, 14))]
+        (cx, cy), r = rng.integers(16, size - 16, 2).tolist(), int(rng.integers(8, 14))
         img = np.empty((size, size, 3), np.uint8)
         img[:] = BACKGROUND
         img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = DISC
