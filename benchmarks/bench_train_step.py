@@ -1,4 +1,5 @@
-"""One full CycleGAN iteration (both generators, both discriminators, pools, both optimizer steps).
+"""One full CycleGAN iteration (both generators, both discriminators, pools, both optimizer steps),
+and one iteration of each other model family (test_family_step: pix2pix, DCGAN, CycleGAN + WGAN-GP).
 
     pytest benchmarks/bench_train_step.py                      # on a GPU: resnet_9blocks at 256x256
     pytest benchmarks/bench_train_step.py --benchmark-disable  # anywhere: a tiny CycleGAN, each case once
@@ -21,6 +22,7 @@ Every case reports pairs/s, MFU (FLOPs counted by fastcycle.train.flops.step_flo
 speed-up over `reference` measured in the same run.
 """
 
+import copy
 import functools
 import itertools
 
@@ -163,4 +165,76 @@ def test_train_step(benchmark, ceilings, name):
             _reference_pairs_per_s[:] = [pairs_per_s]
         elif _reference_pairs_per_s:
             info["speedup_vs_reference"] = pairs_per_s / _reference_pairs_per_s[0]
+    benchmark.extra_info.update(info)
+
+
+# The other model families on the same engine (bf16, channels-last, fused Adam; no compile, so the
+# numbers are the eager baseline a later speed push starts from): (id, preset, batch, size, overrides).
+FAMILY_CASES = [
+    ("pix2pix_unet256_b1", "pix2pix", 1, 256, {}),
+    ("pix2pix_unet256_b16", "pix2pix", 16, 256, {}),
+    ("dcgan_b128", "dcgan", 128, 64, {}),
+    ("cyclegan_wgangp_b1", "cyclegan", 1, 256, {"gan_mode": "wgangp"}),
+]
+
+
+@pytest.mark.parametrize("name", [c[0] for c in FAMILY_CASES])
+def test_family_step(benchmark, name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fastcycle.config import PRESETS
+    from fastcycle.data.loader import Batch
+    from fastcycle.train.families import build_model
+
+    _, preset, batch, size, overrides = next(c for c in FAMILY_CASES if c[0] == name)
+    small = {"ngf": 4, "ndf": 4} if SMOKE else {}
+    if SMOKE and preset == "pix2pix":
+        small |= {"netG": "unet_128"}  # the smallest U-Net; unet_256 needs 256x256 crops
+    if SMOKE and preset == "cyclegan":
+        small |= {"netG": "resnet_6blocks", "n_layers_D": 2}
+    batch, size = (
+        (2, 128 if preset == "pix2pix" else 64 if preset == "dcgan" else 32) if SMOKE else (batch, size)
+    )
+    amp = {"amp": True, "channels_last": True, "batch_size": batch, "crop_size": size, "load_size": size}
+    cfg = apply_overrides(PRESETS[preset](), small | overrides | amp)
+    torch.backends.cudnn.benchmark = True
+    model = build_model(cfg, DEVICE, resolve_precision(True, "auto", DEVICE))
+    images = [
+        (torch.rand(batch, 3, size, size, device=DEVICE) * 2 - 1).contiguous(
+            memory_format=torch.channels_last
+        )
+        for _ in range(2)
+    ]
+    index = torch.zeros(batch, dtype=torch.long, device=DEVICE)
+    data = Batch(images[0], None if preset == "dcgan" else images[1], [], index, index)
+    # One real step, counted. FlopCounterMode's module hooks cannot follow the penalty's autograd.grad,
+    # so WGAN-GP is counted without its penalty pass (MFU is then a lower bound).
+    counted = model
+    if cfg.loss.gan_mode == "wgangp":
+        plain = apply_overrides(copy.deepcopy(cfg), {"gan_mode": "lsgan"})  # in place: a copy
+        counted = build_model(plain, DEVICE, model.precision)
+    with FlopCounterMode(display=False) as counter:
+        counted.step(data)
+    flops = counter.get_total_flops() / batch
+    del counted
+
+    def steps():
+        for _ in range(STEPS):
+            model.step(data)
+        synchronize()
+
+    steps()
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    benchmark.pedantic(steps, rounds=2 if SMOKE else 10, iterations=1)
+    info = {"case": name, "model": cfg.model.model, "netG": cfg.model.netG, "batch": batch, "size": size}
+    info |= {"flops_per_pair" if preset != "dcgan" else "flops_per_image": flops, "env": environment()}
+    if DEVICE.type == "cuda":
+        info["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    stats = getattr(benchmark, "stats", None)
+    if stats:
+        rate = batch * STEPS / stats.stats.median
+        key = "images_per_s" if preset == "dcgan" else "pairs_per_s"  # DCGAN trains on single images
+        info[key] = rate
+        info["mfu"] = rate * flops / PEAK_BF16["H100"]
     benchmark.extra_info.update(info)
