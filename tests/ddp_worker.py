@@ -1,33 +1,61 @@
-"""Run by tests/test_ddp.py under torchrun: a few CycleGAN steps on this rank's shard, then every rank's
-parameter digest gathered to rank 0, which writes them to OUT (a JSON list, one digest per rank)."""
+"""Run by tests/test_ddp.py under torchrun: a few steps of one model family on this rank's shard, then
+every rank's parameter digest gathered to rank 0, which writes them to OUT (a JSON list, one digest per
+rank). Usage: ddp_worker.py OUT DATA [cycle_gan | aux_wgangp | pix2pix | dcgan]."""
 
 import json
 import sys
 
+import torch
 import torch.distributed as dist
 
 from fastcycle.checkpoint import digest
-from fastcycle.config import DataConfig
+from fastcycle.config import DataConfig, dcgan, pix2pix
 from fastcycle.data.loader import LoaderSpec, build_loader
 from fastcycle.data.scan import scan_domain
-from fastcycle.train import CycleGAN
 from fastcycle.train.distributed import finish, init_distributed
+from fastcycle.train.families import build_model
 from fastcycle.train.runtime import resolve_precision
 from tests.test_train import tiny
 
 out, data = sys.argv[1], sys.argv[2]
+variant = sys.argv[3] if len(sys.argv) > 3 else "cycle_gan"
 info, device = init_distributed("cpu")
-cfg = tiny(data=data, batch_size=1, pool_size=4)
-model = CycleGAN(cfg, device, resolve_precision(False, "auto", device), "torch", info)
-scans = [scan_domain(data, d) for d in ("trainA", "trainB")]
-spec = LoaderSpec(
-    *scans, "resize_and_crop", 36, 32, True, False, 0, 1, device, False, info.rank, info.world_size
-)
-loader, _ = build_loader(DataConfig(data=data, loader="torch", num_workers=0), spec, None)
+precision = resolve_precision(False, "auto", device)
+common = dict(policy="resize_and_crop", flip=True, serial_batches=False, seed=0, batch_size=1)
+common |= dict(device=device, channels_last=False, rank=info.rank, world_size=info.world_size, num_workers=0)
+if variant == "pix2pix":
+    from fastcycle.data.aligned import open_aligned
+
+    cfg = tiny(data=data, batch_size=1)
+    cfg.model, cfg.loss = pix2pix().model, pix2pix().loss
+    cfg.model.netG, cfg.model.ngf, cfg.model.ndf = "unet_128", 4, 4
+    model = build_model(cfg, device, precision, "torch", info)
+    loader = open_aligned(data, "AtoB", load_size=128, crop_size=128, **common)
+elif variant == "dcgan":
+    from fastcycle.data.single import open_single
+
+    cfg = dcgan()
+    cfg.model.ngf, cfg.model.ndf, cfg.optim.batch_size = 4, 4, 1
+    model = build_model(cfg, device, precision, "torch", info)
+    loader = open_single(data, load_size=64, crop_size=64, **common)
+else:
+    aux = variant == "aux_wgangp"  # a class head (tuple outputs through DDP) and the penalty's pass
+    extra = dict(aux_classifier=True, gan_mode="wgangp", norm="batch") if aux else {}
+    cfg = tiny(data=data, batch_size=1, pool_size=4, **extra)
+    scans = [scan_domain(data, d) for d in ("trainA", "trainB")]
+    labels = (torch.tensor([0, 1] * 3), torch.tensor([1, -1, 0, 1, 0])) if aux else None
+    model = build_model(cfg, device, precision, "torch", info, labels, 2 if aux else 0)
+    spec = LoaderSpec(
+        *scans, "resize_and_crop", 36, 32, True, False, 0, 1, device, False, info.rank, info.world_size
+    )
+    loader, _ = build_loader(DataConfig(data=data, loader="torch", num_workers=0), spec, None)
 for batch in loader.epoch(0):
-    model.train_step(batch.A, batch.B)
+    model.step(batch)
 digests = [None] * info.world_size
-dist.all_gather_object(digests, digest({k: n.state_dict() for k, n in model.nets.items()}))
+# Parameters, not buffers: on CPUs batch norm keeps per-rank running statistics (SyncBatchNorm is for
+# GPUs), so only the trained weights must agree.
+params = {k: dict(n.named_parameters()) for k, n in model.nets.items()}
+dist.all_gather_object(digests, digest(params))
 if info.is_main:
     with open(out, "w") as f:
         json.dump(digests, f)

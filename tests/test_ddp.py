@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fastcycle.checkpoint import load_checkpoint
 from tests.test_crash_safety import TINY_FLAGS
+from tests.toy_data import write_discs, write_pix2pix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +34,22 @@ def test_ranks_hold_identical_parameters_after_training(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = json.loads(out.read_text())
     assert len(digests) == 2 and digests[0] == digests[1]  # bitwise equal, every tensor of every network
+
+
+@pytest.mark.parametrize("variant", ["aux_wgangp", "pix2pix", "dcgan"])
+def test_other_model_families_keep_ranks_identical(dataset, tmp_path, variant):
+    """Class heads (tuple outputs), the WGAN-GP penalty pass, pix2pix's conditional D and DCGAN's
+    noise all go through DDP; every rank must end with the same weights."""
+    data = dataset
+    if variant == "pix2pix":
+        data = write_pix2pix(tmp_path / "pairs", 4, 32)
+    elif variant == "dcgan":
+        data = write_discs(tmp_path / "discs", 4)
+    out = tmp_path / "digests.json"
+    proc = _torchrun("tests/ddp_worker.py", str(out), str(data), variant)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = json.loads(out.read_text())
+    assert len(digests) == 2 and digests[0] == digests[1]
 
 
 def test_two_ranks_at_batch_1_train_like_one_process_at_batch_2(dataset, tmp_path):
