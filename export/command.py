@@ -83,6 +83,11 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
             raise UserError(
                 f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
             )
+        if req.aoti and req.dynamic_hw and multiple != 4:
+            raise UserError(
+                f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
+                "at a fixed --size, or use --onnx --dynamic-hw"
+            )
         inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
     written = []
     if req.safetensors:

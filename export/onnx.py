@@ -108,7 +108,10 @@ def export_onnx(
     multiple = getattr(net, "size_multiple", 4)
     if nz is None and size % multiple:
         raise UserError(f"--size {size} must be a multiple of {multiple} for this generator")
-    example = torch.zeros(2, nz, 1, 1) if nz else torch.zeros(2, 3, size, size)
+    # With dynamic H and W the example must not sit at one multiple: torch.export specialises a
+    # dimension whose example value is 1 (here size / multiple), which would pin a U-Net at one size.
+    side = max(size, 2 * multiple) if dynamic_hw else size
+    example = torch.zeros(2, nz, 1, 1) if nz else torch.zeros(2, 3, side, side)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims = {0: batch}
     if dynamic_hw and nz is None:
@@ -130,6 +133,7 @@ def export_onnx(
         )
     proto = program.model_proto
     info = {"fastcycle.convention": CONVENTION, "fastcycle.dtype": "fp16" if fp16 else "fp32"}
+    info["fastcycle.size_multiple"] = str(multiple)  # what translate pads H and W up to
     info |= {f"fastcycle.{k}": v for k, v in (metadata or {}).items()}
     onnx.helper.set_model_props(proto, info)
     check_graph(proto)

@@ -51,6 +51,7 @@ class OrtRunner:
         )
         self.note = f"onnxruntime {used}{fallback}, {meta.get('fastcycle.dtype', 'fp32')} model {path.name}"
         self.meta = meta
+        self.size_multiple = int(meta.get("fastcycle.size_multiple", 4))  # models before U-Nets: 4
         # Fixed H and W unless exported with --dynamic-hw: ints here, symbolic names otherwise.
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.hw = [d if isinstance(d, int) else None for d in inputs[0].shape[2:]]
