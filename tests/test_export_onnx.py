@@ -12,6 +12,8 @@ from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS, check_graph, export_onnx, read_metadata
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
+from fastcycle.export.runner import TorchRunner
+from fastcycle.models import build_generator
 from fastcycle.train import train
 from fastcycle.translate import load_generator, open_runner, translate_folder
 from tests.conftest import write_images
@@ -153,3 +155,26 @@ def test_translate_backends_write_the_same_images(trained, tmp_path):
         for a, b in zip(outputs["torch"], outputs[name], strict=True):
             assert a.shape == b.shape == (36, 44, 3)
             assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # within 1/255: rounding of equal floats
+
+
+def test_unet_exports_with_dynamic_hw_and_translates_odd_sizes_like_torch(tmp_path):
+    """A U-Net halves the image 7 times: the dynamic ONNX model takes multiples of 128, and translate
+    pads an odd-sized image up to one (the pad multiple travels in the model's metadata)."""
+    torch.manual_seed(0)
+    net = build_generator("unet_128", ngf=4, norm="batch").eval()
+    path = export_onnx(net, tmp_path / "u.onnx", dynamic_hw=True, size=128)
+    check_graph(onnx.load(str(path)))  # every op one of TensorRT's native layers
+    runner = OrtRunner(path, CPU)
+    assert runner.size_multiple == 128
+    x = torch.rand(2, 3, 256, 128) * 2 - 1
+    with torch.no_grad():
+        # fp32 both sides, only the order of float sums differs (as for the ResNet above).
+        torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=0)
+    write_images(tmp_path / "in", 2, size=(150, 100), seed=5)
+    torch_out, ort_out = tmp_path / "t", tmp_path / "o"
+    translate_folder(TorchRunner(net, CPU), tmp_path / "in", torch_out, workers=1)
+    translate_folder(runner, tmp_path / "in", ort_out, workers=1)
+    for f in sorted(torch_out.glob("*.png")):
+        a, b = (np.asarray(Image.open(d / f.name)).astype(int) for d in (torch_out, ort_out))
+        assert a.shape == (100, 150, 3)
+        assert np.abs(a - b).max() <= 1  # the 1e-4 above can flip a rounding to uint8 at most by 1
