@@ -48,8 +48,9 @@ def gradient_penalty(
     create_graph=True: the penalty's own gradient reaches D's weights (a double backward). `critic` must
     be an eager callable: torch.compile's graphs do not support a double backward.
     """
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    x = torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    # fp32 interpolates: under autocast the fakes arrive in bf16/fp16 and the reals in fp32.
+    x = torch.lerp(real.detach().float(), fake.detach().float(), alpha).requires_grad_(True)
     out = critic(x)
     (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
     norms = (grad.float().flatten(1).square().sum(1) + 1e-16).sqrt()  # eps: a finite gradient at 0

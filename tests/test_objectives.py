@@ -88,3 +88,15 @@ def test_scheduler_drives_the_optimizer():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([2e-4, 2e-4, 1.5e-4, 1e-4, 0.5e-4])
+
+
+def test_gradient_penalty_takes_low_precision_fakes_under_autocast():
+    """Under --amp the fakes are bf16 and the reals fp32; the interpolates are fp32 either way."""
+    from fastcycle.losses import gradient_penalty
+
+    D = torch.nn.Conv2d(3, 1, 3)
+    real, fake = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gp = gradient_penalty(D, real, fake)
+    gp.backward()
+    assert gp.dtype == torch.float32 and torch.isfinite(gp) and D.weight.grad.abs().sum() > 0
