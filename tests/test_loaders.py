@@ -236,3 +236,19 @@ def test_dali_missing_is_one_clear_error(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(dali_loader, "fn", None)
     with pytest.raises(UserError, match=r"--loader dali needs NVIDIA DALI: pip install 'fastcycle\[dali\]'"):
         make_loader(dataset, "dali", tmp_path)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_batches_name_the_file_of_every_image(tmp_path, loader):
+    """Batch.index_A/index_B (the class labels of --aux-classifier are looked up by them) must be the
+    scanned index of the file each image was cut from, read back here from the image's coded red."""
+    coded_images(tmp_path / "trainA", 5)
+    coded_images(tmp_path / "trainB", 3)
+    built = make_loader(tmp_path, loader, tmp_path)
+    seen = 0
+    for epoch in (0, 1):
+        for b in built.epoch(epoch):
+            for x, index in ((b.A, b.index_A), (b.B, b.index_B)):
+                assert torch.equal(decode_coded(x.cpu())[0], index.cpu().long())
+                seen += len(index)
+    assert seen == 2 * 2 * 4  # 2 epochs x 2 steps of batch 2 x both domains
