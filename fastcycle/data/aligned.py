@@ -267,28 +267,16 @@ def prepare_pair(
 class AlignedDataset(Dataset):
     """Item (epoch, position) -> {"A": input, "B": target, "index": pair index, "skipped": [...]}."""
 
-    def __init__(
-        self,
-        pairs: list[tuple[Path, Path | None]],
-        policy: str,
-        load_size: int,
-        crop_size: int,
-        flip: bool,
-        serial_batches: bool,
-        seed: int,
-        direction: str = "AtoB",
-    ):
+    def __init__(self, pairs: list[tuple[Path, Path | None]], spec: PairedSpec, direction: str = "AtoB"):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        self.pairs = pairs
-        self.policy, self.load_size, self.crop_size, self.flip = policy, load_size, crop_size, flip
-        self.serial_batches, self.seed, self.swap = serial_batches, seed, direction == "BtoA"
+        self.pairs, self.spec, self.swap = pairs, spec, direction == "BtoA"
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def plan(self, epoch: int) -> ItemPlan:
-        return item_plan(self.seed, epoch, len(self.pairs), not self.serial_batches)
+        return item_plan(self.spec.seed, epoch, len(self.pairs), not self.spec.serial_batches)
 
     def _read(self, index: int) -> tuple[Image.Image, Image.Image] | str:
         """The pair's two sides (left, right or trainA, trainB), or the path of the unreadable file."""
@@ -319,7 +307,8 @@ class AlignedDataset(Dataset):
                 skipped.append(read)
                 continue
             A, B = read
-            a, b = prepare_pair(A, B, self.policy, self.load_size, self.crop_size, self.flip, u)
+            s = self.spec
+            a, b = prepare_pair(A, B, s.policy, s.load_size, s.crop_size, s.flip, u)
             if self.swap:
                 a, b = b, a
             return {"A": a, "B": b, "index": i, "skipped": skipped}
@@ -337,17 +326,7 @@ class AlignedLoader(PlanLoader):
         self.scans = files.scans
         self.unmatched = files.unmatched
         self.note = f"{files.describe()}, {direction}"
-        dataset = AlignedDataset(
-            files.pairs,
-            spec.policy,
-            spec.load_size,
-            spec.crop_size,
-            spec.flip,
-            spec.serial_batches,
-            spec.seed,
-            direction,
-        )
-        self._start(dataset, num_workers)
+        self._start(AlignedDataset(files.pairs, spec, direction), num_workers)
 
 
 def open_aligned(

@@ -34,25 +34,14 @@ def scan_folder(root: str | os.PathLike, max_dataset_size: int = 0) -> DomainSca
 class SingleDataset(Dataset):
     """Item (epoch, position) -> {"A": (3, H, W) uint8, "index": file index, "skipped": [...]}."""
 
-    def __init__(
-        self,
-        paths: list[Path],
-        policy: str,
-        load_size: int,
-        crop_size: int,
-        flip: bool,
-        serial_batches: bool,
-        seed: int,
-    ):
-        self.paths = paths
-        self.policy, self.load_size, self.crop_size, self.flip = policy, load_size, crop_size, flip
-        self.serial_batches, self.seed = serial_batches, seed
+    def __init__(self, paths: list[Path], spec: PairedSpec):
+        self.paths, self.spec = paths, spec
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def plan(self, epoch: int) -> ItemPlan:
-        return item_plan(self.seed, epoch, len(self.paths), not self.serial_batches)
+        return item_plan(self.spec.seed, epoch, len(self.paths), not self.spec.serial_batches)
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, position = key
@@ -67,7 +56,8 @@ class SingleDataset(Dataset):
             except OSError:
                 skipped.append(str(self.paths[i]))
                 continue
-            image = preprocess(img, self.policy, self.load_size, self.crop_size, self.flip, u)
+            s = self.spec
+            image = preprocess(img, s.policy, s.load_size, s.crop_size, s.flip, u)
             return {"A": image, "index": i, "skipped": skipped}
         raise RuntimeError(f"no readable image left among {n} files, e.g. {self.paths[0]}")
 
@@ -84,16 +74,7 @@ class SingleFolderLoader(PlanLoader):
         self.note = f"dcgan data: {scan.folder}, {len(scan.images):,} images"
         if scan.skipped:
             self.note += f", {len(scan.skipped)} skipped (listed in the run log)"
-        dataset = SingleDataset(
-            [f.path for f in scan.images],
-            spec.policy,
-            spec.load_size,
-            spec.crop_size,
-            spec.flip,
-            spec.serial_batches,
-            spec.seed,
-        )
-        self._start(dataset, num_workers)
+        self._start(SingleDataset([f.path for f in scan.images], spec), num_workers)
 
 
 def open_single(
