@@ -117,7 +117,8 @@ class OptimConfig:
     lr_policy: str = _f(
         "linear",
         "linear (constant, then linear to zero), step (x0.1 every --lr-decay-iters epochs), plateau "
-        "(x0.2 when the epoch's generator loss stalls for 5 epochs) or cosine (over all epochs)",
+        "(x0.2 when the epoch's generator loss stalls for 5 epochs) or cosine (the reference's, "
+        "period --n-epochs)",
         choices=LR_POLICIES,
     )
     lr_decay_iters: int = _f(50, "--lr-policy step: epochs between the x0.1 steps")
