@@ -140,12 +140,12 @@ def test_a_non_finite_step_is_skipped_and_logged(dataset, tmp_path, capsys, monk
     real_step = CycleGAN.train_step
     calls = {"n": 0}
 
-    def poisoned(self, real_A, real_B, bad_steps=(2, 3)):
+    def poisoned(self, real_A, real_B, *indices, bad_steps=(2, 3)):
         calls["n"] += 1
         if calls["n"] in bad_steps:
             real_A = real_A.clone()
             real_A[:, :, 0, 0] = float("nan")
-        return real_step(self, real_A, real_B)
+        return real_step(self, real_A, real_B, *indices)
 
     monkeypatch.setattr(CycleGAN, "train_step", poisoned)
     train(tiny(data=str(dataset), out=str(tmp_path / "run"), max_steps=5))
@@ -154,7 +154,9 @@ def test_a_non_finite_step_is_skipped_and_logged(dataset, tmp_path, capsys, monk
     assert "skipped 1 step(s) with a non-finite loss or gradient, weights unchanged: 3" in err
 
     calls["n"] = 0
-    monkeypatch.setattr(CycleGAN, "train_step", lambda self, a, b: poisoned(self, a, b, range(1, 100)))
+    monkeypatch.setattr(
+        CycleGAN, "train_step", lambda self, a, b, *i: poisoned(self, a, b, *i, bad_steps=range(1, 100))
+    )
     cfg = tiny(data=str(dataset), out=str(tmp_path / "run2"), max_steps=40, n_epochs=20)
     with pytest.raises(UserError, match=r"training diverged: 25 consecutive steps up to 25 had non-finite"):
         train(cfg)
