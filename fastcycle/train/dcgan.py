@@ -4,6 +4,7 @@ generator against the updated discriminator, as in the paper and pytorch/example
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastcycle.config import TrainConfig
@@ -81,5 +82,5 @@ class DCGAN(GANModel):
     def sample_inputs(self, batch) -> tuple:
         return (self.fixed_z,)
 
-    def save_samples(self, inputs: tuple, path) -> None:
-        save_noise_grid(self, inputs[0], path)
+    def save_samples(self, inputs: tuple, path) -> np.ndarray:
+        return save_noise_grid(self, inputs[0], path)

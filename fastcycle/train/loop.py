@@ -12,9 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, newest_checkpoint, save_checkpoint
@@ -361,10 +359,9 @@ def _train(cfg, run_dir, device, precision, kernels, kernels_note, state, dist_i
         board = TensorBoardSink(run_dir, purge_step=step if state is not None else None)
 
     def save_samples() -> None:
-        path = run_dir / "samples" / f"step_{step:07d}.png"
-        model.save_samples(sample_batch, path)
+        image = model.save_samples(sample_batch, run_dir / "samples" / f"step_{step:07d}.png")
         if board is not None:
-            board.log_image("samples", step, np.asarray(Image.open(path).convert("RGB")))
+            board.log_image("samples", step, image)
 
     bar = tqdm(
         total=total,

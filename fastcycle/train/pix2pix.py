@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from fastcycle.config import TrainConfig
@@ -79,5 +80,5 @@ class Pix2Pix(GANModel):
         self.last_skipped = bad_G | bad_D
         return {k: v.detach() for k, v in losses.items()}
 
-    def save_samples(self, inputs: tuple, path) -> None:
-        save_paired_grid(self, *inputs, path)
+    def save_samples(self, inputs: tuple, path) -> np.ndarray:
+        return save_paired_grid(self, *inputs, path)

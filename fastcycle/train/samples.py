@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,8 +26,15 @@ def eval_mode(*nets: nn.Module):
             n.train(w)
 
 
+def _write(rows: list[torch.Tensor], path: Path) -> np.ndarray:
+    """Stack (3, h, W) uint8 rows into one PNG at `path`; returns the (H, W, 3) image written."""
+    image = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()
+    save_image(image, path)
+    return image
+
+
 @torch.no_grad()
-def save_cycle_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> None:
+def save_cycle_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> np.ndarray:
     """One row per image pair: real_A, fake_B, rec_A, real_B, fake_A, rec_B (uint8 PNG at `path`)."""
     G_AB, G_BA = model.generator("AtoB"), model.generator("BtoA")
     with eval_mode(G_AB, G_BA), model.autocast():
@@ -37,12 +45,11 @@ def save_cycle_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Pat
     for i in range(min(len(real_A), len(real_B))):
         tiles = [real_A[i], fake_B[i], rec_A[i], real_B[i], fake_A[i], rec_B[i]]
         rows.append(torch.cat([to_uint8(t) for t in tiles], dim=2))  # (3, H, 6W)
-    grid = torch.cat(rows, dim=1)  # (3, nH, 6W)
-    save_image(grid.permute(1, 2, 0).cpu().numpy(), path)
+    return _write(rows, path)
 
 
 @torch.no_grad()
-def save_paired_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> None:
+def save_paired_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Path) -> np.ndarray:
     """pix2pix: one row per pair, input | output | target."""
     G = model.generator()
     with eval_mode(G), model.autocast():
@@ -51,15 +58,15 @@ def save_paired_grid(model, real_A: torch.Tensor, real_B: torch.Tensor, path: Pa
         torch.cat([to_uint8(t) for t in (a, f, b)], dim=2)
         for a, f, b in zip(real_A, fake_B, real_B, strict=True)
     ]
-    save_image(torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy(), path)
+    return _write(rows, path)
 
 
 @torch.no_grad()
-def save_noise_grid(model, z: torch.Tensor, path: Path, ncol: int = 8) -> None:
+def save_noise_grid(model, z: torch.Tensor, path: Path, ncol: int = 8) -> np.ndarray:
     """DCGAN: the images of a fixed noise batch, `ncol` per row, so runs show progress on the same z."""
     G = model.generator()
     with eval_mode(G), model.autocast():
         images = to_uint8(G(z))  # (n, 3, 64, 64)
     n = len(images) // ncol * ncol or len(images)
     rows = [torch.cat(list(images[i : i + ncol]), dim=2) for i in range(0, n, ncol)]
-    save_image(torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy(), path)
+    return _write(rows, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from fastcycle.config import TrainConfig
@@ -168,8 +169,8 @@ class CycleGAN(GANModel):
         finally:
             net.train(was)
 
-    def save_samples(self, inputs: tuple, path) -> None:
-        save_cycle_grid(self, *inputs, path)
+    def save_samples(self, inputs: tuple, path) -> np.ndarray:
+        return save_cycle_grid(self, *inputs, path)
 
     def extra_state(self) -> dict:
         return {"pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict()}
