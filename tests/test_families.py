@@ -492,3 +492,24 @@ def test_init_weights_from_another_family_is_refused(cycle, dc, tmp_path):
         build_model(p2p_cfg, CPU, FP32)
     with pytest.raises(UserError, match="it is another --model"):
         build_model(tiny(init_weights=str(dc.run)), CPU, FP32)
+
+
+def test_the_run_log_names_unmatched_pair_files_and_label_rows(tmp_path):
+    """The start-up lines count unmatched files and label rows "(listed in the run log)": they are."""
+    src = write_pix2pix(tmp_path / "src", 4, SIDE) / "train"
+    for p in sorted(src.glob("*.png")):
+        a = _read(p)
+        for domain, half in (("A", a[:, :SIDE]), ("B", a[:, SIDE:])):
+            (tmp_path / "pairs" / f"train{domain}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(half)).save(tmp_path / "pairs" / f"train{domain}" / p.name)
+    Image.fromarray(a[:, :SIDE].copy()).save(tmp_path / "pairs" / "trainA" / "lonely.png")
+    train(p2p_config(tmp_path / "pairs", tmp_path / "p2p", batch_size=2, max_steps=1))
+    assert "data: unmatched trainA/lonely.png" in (tmp_path / "p2p" / "train.log").read_text()
+
+    csvs = write_striped_domains(tmp_path / "stripes", 8, 32, labelled=1.0)
+    with open(csvs[0], "a") as f:
+        f.write("ghost.png,vertical\n")
+    train(semi_config(tmp_path / "stripes", tmp_path / "semi", csvs, max_steps=1))
+    log = (tmp_path / "semi" / "train.log").read_text()
+    assert "1 label rows name no image (listed in the run log)" in log
+    assert f"labels: no such image: {csvs[0]}:10: ghost.png" in log

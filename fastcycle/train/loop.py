@@ -243,6 +243,8 @@ def _open_data(
             )
         for scan in loader.scans:
             _log_scan(scan)
+        for name in loader.unmatched:  # the note counts them; the run log names them
+            log(f"data: unmatched {name}", to_terminal=False)
         return DataSource(Path(data_root), loader, loader.note)
     scans = [scan_domain(data_root, name, d.max_dataset_size) for name in ("trainA", "trainB")]
     for scan in scans:
@@ -267,6 +269,8 @@ def _read_labels(cfg: TrainConfig, scans):
     table = load_domain_labels({"A": d.labels_A, "B": d.labels_B}, {"A": scans[0], "B": scans[1]})
     for line in table.summary().splitlines():
         log(f"labels: {line}")
+    for row in table.unmatched:  # the summary counts them; the run log names them
+        log(f"labels: no such image: {row}", to_terminal=False)
     return table
 
 
