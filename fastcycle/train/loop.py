@@ -160,11 +160,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     if run.resume:
         state = newest_checkpoint(run_dir, say=log)
         saved = state["config"]
-        try:  # a checkpoint's config is validated like command-line values
-            TrainConfig.from_dict(saved)
+        try:  # validated like command-line values; options added since the run started take defaults
+            saved_cfg = TrainConfig.from_dict(saved)
         except UserError as e:
             raise UserError(f"--resume: the checkpoint in {run_dir} holds an invalid config: {e}") from None
-        saved_cfg = TrainConfig.from_dict(saved)  # options added since the run started take defaults
         for key in ("model", "loss"):  # the networks and objective of a run cannot change mid-run
             if getattr(saved_cfg, key) != getattr(cfg, key):
                 raise UserError(
