@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from fastcycle.checkpoint import run_config
 from fastcycle.errors import UserError
 
 
@@ -29,16 +29,6 @@ class ExportRequest:
     device: str = "auto"
     images: str | None = None
     generator_kw: dict | None = None  # the architecture of a reference .pth
-
-
-def _run_config(checkpoint: str) -> dict | None:
-    """The saved training config of a fastcycle run, or None for a reference .pth."""
-    path = Path(checkpoint)
-    path = path / CHECKPOINT_NAME if path.is_dir() else path
-    try:
-        return load_checkpoint(path)["config"]
-    except UserError:
-        return None
 
 
 def _default_images(config: dict | None, checkpoint: str) -> Path | None:
@@ -70,7 +60,7 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
         )
     device = resolve_device(req.device)
     net = load_generator(req.checkpoint, req.direction, **(req.generator_kw or {}))  # eval, no grad
-    config = _run_config(req.checkpoint)
+    config = run_config(req.checkpoint)  # None for a reference .pth
     nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images
     if nz:
         if req.trt or req.aoti or req.dynamic_hw:

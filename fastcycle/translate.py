@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, safe_load
+from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, run_config, safe_load
 from fastcycle.config import TrainConfig
 from fastcycle.data.folders import list_images, load_rgb, save_image
 from fastcycle.data.transforms import to_model_range, to_uint8
@@ -87,7 +87,6 @@ def generator_from_checkpoint(state: dict, direction: str, kernels: str, source:
         )
     else:
         name = "G"
-    kernels = kernels if m.netG in ("resnet_9blocks", "resnet_6blocks") else "torch"
     net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels, nz=m.nz)
     # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
     weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
@@ -97,14 +96,8 @@ def generator_from_checkpoint(state: dict, direction: str, kernels: str, source:
 
 def checkpoint_model(source: str | Path) -> str | None:
     """--model of a fastcycle run or checkpoint (cycle_gan, pix2pix, dcgan); None for other files."""
-    path = Path(source)
-    path = path / CHECKPOINT_NAME if path.is_dir() else path
-    if path.suffix.lower() in BACKEND_BY_SUFFIX or path.suffix.lower() == ".safetensors" or not path.exists():
-        return None
-    try:
-        return TrainConfig.from_dict(load_checkpoint(path)["config"]).model.model
-    except UserError:
-        return None
+    config = run_config(source)
+    return None if config is None else config["model"].get("model", "cycle_gan")
 
 
 @dataclass
