@@ -51,7 +51,6 @@ def load_generator_file(path: str | Path, kernels: str = "torch") -> nn.Module:
     if "fastcycle.arch" not in meta:
         raise UserError(f"{path} has no fastcycle metadata; export it with `fastcycle export --safetensors`")
     arch = json.loads(meta["fastcycle.arch"])
-    kernels = kernels if arch["netG"].startswith("resnet") else "torch"  # the fused kernels are ResNet's
     net = build_generator(
         arch["netG"],
         ngf=arch["ngf"],

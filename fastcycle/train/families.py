@@ -6,16 +6,15 @@ import torch
 
 from fastcycle.config import TrainConfig
 from fastcycle.errors import UserError
+from fastcycle.models import N_BLOCKS
 from fastcycle.train.distributed import DistInfo
 from fastcycle.train.runtime import Precision
-
-RESNETS = ("resnet_9blocks", "resnet_6blocks")  # the generators fastcycle's fused kernels implement
 
 
 def model_kernels(cfg: TrainConfig, kernels: str, note: str) -> tuple[str, str]:
     """The resolved --kernels for this config: the fused Triton kernels implement the ResNet
     generator's layers only, so other generators run on torch's (cuDNN) layers."""
-    if kernels == "torch" or cfg.model.netG in RESNETS:
+    if kernels == "torch" or cfg.model.netG in N_BLOCKS:  # N_BLOCKS: the ResNet generators
         return kernels, note
     if cfg.runtime.kernels == "triton":
         raise UserError(
