@@ -15,12 +15,12 @@ Exit status: 0 fine, 1 a regression (compare), 2 a usage or input error (one `re
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
 
 from benchmarks.results import RESULTS_DIR, THROUGHPUT_KEYS, gpu_slug, load_results
+from fastcycle.atomic import write_atomic
 
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
 UNITS = {"pairs_per_s": "pairs/s", "images_per_s": "images/s", "loader_images_per_s": "images/s"}
@@ -176,17 +176,6 @@ def replace_between_markers(text: str, body: str, name: str) -> str:
         )
     s, e = starts[0], ends[0]
     return "".join(lines[: s + 1]) + "\n" + body + "\n\n" + "".join(lines[e:])
-
-
-def _write_atomic(path: Path, write) -> None:
-    """write(tmp_path) then rename over `path`: readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---- chart ---------------------------------------------------------------------------------------
@@ -353,9 +342,9 @@ def _table(args) -> int:
     image = chart(records) if args.chart else None
     print(body)
     if readme:
-        _write_atomic(readme[0], lambda tmp: tmp.write_text(readme[1]))
+        write_atomic(readme[0], lambda tmp: tmp.write_text(readme[1]))
     if image is not None:
-        _write_atomic(Path(args.chart), lambda tmp: image.save(tmp, format="PNG"))
+        write_atomic(Path(args.chart), lambda tmp: image.save(tmp, format="PNG"))
     return 0
 
 

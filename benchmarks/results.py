@@ -30,12 +30,13 @@ A case's identity across files is (file, name); `python -m benchmarks.report` co
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
 import time
 from pathlib import Path
+
+from fastcycle.atomic import write_atomic
 
 SCHEMA = 1
 THROUGHPUT_KEYS = ("pairs_per_s", "images_per_s", "loader_images_per_s")
@@ -140,10 +141,8 @@ def write_results(benchmarks, env: dict, out_dir: Path = RESULTS_DIR) -> Path:
     path = (
         out_dir / f"{gpu_slug(env.get('gpu', 'unknown'))}-{time.strftime('%Y%m%d')}-{record['git_sha']}.json"
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(record, indent=1, default=str) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def load_results(path: str | Path) -> dict:

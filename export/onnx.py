@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 
 INPUT, OUTPUT = "image", "translated"
@@ -137,14 +137,7 @@ def export_onnx(
     info |= {f"fastcycle.{k}": v for k, v in (metadata or {}).items()}
     onnx.helper.set_model_props(proto, info)
     check_graph(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)  # a failed export never replaces a good file with half of one
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: onnx.save(proto, tmp))  # a failed export keeps a good file
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

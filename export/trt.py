@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import re
-import uuid
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 from fastcycle.export.onnx import INPUT, OUTPUT  # cheap: export/onnx.py imports onnx lazily
 
@@ -58,16 +58,14 @@ def parse_batch_range(text: str) -> tuple[int, int, int]:
 def _write_atomic(path: Path, data) -> None:
     """Write `data` (bytes or a buffer such as IHostMemory) to a temp file in the same folder, then
     os.replace it over `path`: readers see the old file or the whole new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())  # the rename must not land before the bytes do
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
 def _io_fits(

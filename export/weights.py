@@ -8,11 +8,11 @@ rebuilds the network without flags.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from torch import nn
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 
 ARCH_KEYS = ("netG", "ngf", "norm", "dropout", "nz")
@@ -23,17 +23,10 @@ def save_generator(net: nn.Module, path: str | Path, arch: dict, direction: str)
 
     from fastcycle import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"fastcycle.version": __version__, "fastcycle.direction": direction}
     meta["fastcycle.arch"] = json.dumps({k: arch.get(k, 100) if k == "nz" else arch[k] for k in ARCH_KEYS})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp), meta)
-        os.replace(tmp, path)  # atomic: a failed write never replaces a good file
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    return write_atomic(path, lambda tmp: save_file(weights, str(tmp), meta))
 
 
 def load_generator_file(path: str | Path, kernels: str = "torch") -> nn.Module:

@@ -20,19 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from fastcycle.atomic import write_atomic
+
 # (href of the full image, src of the thumbnail) of one cell, or None for an empty cell
 Cell = tuple[str, str] | None
-
-
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _href(path: Path, out_dir: Path) -> str:
@@ -62,7 +53,7 @@ def _thumbnail(src: Path, out_dir: Path, column: str, size: int) -> Path:
             small.thumbnail((size, size), Image.Resampling.LANCZOS)
     except OSError:  # unreadable or not an image: link it as it is, the browser may still show it
         return src
-    _write_atomic(dst, lambda tmp: small.save(tmp, format="JPEG", quality=90))
+    write_atomic(dst, lambda tmp: small.save(tmp, format="JPEG", quality=90))
     return dst
 
 
@@ -126,7 +117,7 @@ def write_gallery(
         cells.append((name, [_cell(p, out_dir, c, thumb) for c, p in zip(columns, paths, strict=True)]))
     page = out_dir / "index.html"
     text = _page(title, columns, cells, thumb)
-    _write_atomic(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return page
 
 
@@ -166,7 +157,7 @@ class GalleryWriter:
             rows = [(n, [self._rows[n].get(c) for c in columns]) for n in sorted(self._rows)]
         page = self.out_dir / "index.html"
         text = _page(self.title, columns, rows, self.thumb)
-        _write_atomic(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_atomic(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return page
 
     def __enter__(self) -> GalleryWriter:

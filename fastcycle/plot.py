@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 from pathlib import Path
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 
 NOT_LOSSES = frozenset({"step", "epoch", "lr", "pairs_per_s", "mfu"})
@@ -233,12 +232,4 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _panel(draw, box, "learning rate", [("lr", LR_COLOR, lr)], x_axis, font, small_font, True)
 
     out = Path(out) if out is not None else run_dir / "loss_curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return write_atomic(out, lambda tmp: img.save(tmp, format="PNG"))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastcycle.atomic import write_atomic
 from fastcycle.data.folders import save_image
 from fastcycle.data.transforms import to_uint8
 from fastcycle.errors import UserError
@@ -50,17 +51,12 @@ def save_noise(path: str | os.PathLike, z: np.ndarray) -> Path:
         raise ValueError(f"noise must be (k, nz) with k, nz >= 1, got shape {np.shape(z)}")
     if not np.isfinite(arr).all():
         raise ValueError("noise holds non-finite values")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a bare name
             np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def load_noise(path: str | os.PathLike, nz: int) -> np.ndarray:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastcycle.atomic import write_atomic
+
 # PIL only warns between MAX_IMAGE_PIXELS and twice that; check_pixels refuses those files instead.
 # (warnings.catch_warnings is not thread-safe, and decoding runs in threads.)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -48,11 +50,5 @@ def check_pixels(img: Image.Image, path: Path) -> None:
 
 def save_image(arr: np.ndarray, path: Path) -> None:
     """Write an (H, W, 3) uint8 image atomically: a temporary file renamed over `path` once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(arr).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    write_atomic(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt))
