@@ -59,4 +59,5 @@ dist.all_gather_object(digests, digest(params))
 if info.is_main:
     with open(out, "w") as f:
         json.dump(digests, f)
+del model, loader  # as in the training loop: DDP is gone before the process group is destroyed
 finish(info)
