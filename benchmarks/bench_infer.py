@@ -7,7 +7,8 @@ Providers: eager fp32; eager bf16 channels-last; torch.compile (max-autotune: Tr
 and CUDA graphs); AOTInductor; ONNX Runtime (CUDA execution provider with IO binding on a GPU);
 TensorRT fp16 where `tensorrt` is installed (never here: see README). Each round is one batch,
 device-synchronised; extra_info has `images_per_s` (median), p50/p99 latency in ms, and MFU against
-the bf16 dense peak, with the FLOPs counted by torch's FlopCounterMode on the generator itself.
+the dense bf16 peak of the GPU it ran on (fastcycle.train.flops.PEAK_BF16; null where unknown), with
+the FLOPs counted by torch's FlopCounterMode on the generator itself.
 """
 
 import pytest
@@ -16,10 +17,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
 from fastcycle.models import build_generator
+from fastcycle.train.flops import peak_flops
 
 SIZE = 32 if SMOKE else 256
 BATCHES = [1, 2] if SMOKE else [1, 8, 32]
-PEAK_BF16 = 790e12  # H100 SXM dense bf16 (DESIGN.md); MFU is only meaningful on that GPU
+PEAK = peak_flops(DEVICE)  # FLOP/s MFU is quoted against; None (MFU null) where unknown
 PROVIDERS = ["eager_fp32", "eager_bf16_cl", "compile", "aoti", "onnxruntime", "tensorrt"]
 
 
@@ -114,5 +116,5 @@ def test_infer(benchmark, generator, runners, tmp_path, provider, batch):
         info["images_per_s"] = batch / median
         info["latency_ms_p50"] = 1e3 * median
         info["latency_ms_p99"] = 1e3 * times[min(len(times) - 1, int(0.99 * len(times)))]
-        info["mfu"] = batch * flops / median / PEAK_BF16
+        info["mfu"] = batch * flops / median / PEAK if PEAK else None
     benchmark.extra_info.update(info)

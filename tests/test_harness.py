@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from benchmarks import results
 from fastcycle.config import apply_overrides, cyclegan
@@ -67,3 +68,15 @@ def test_training_logs_mfu_where_a_peak_is_known(dataset, tmp_path, monkeypatch)
     for line in lines:
         assert line["mfu"] == pytest.approx(line["pairs_per_s"] * per_pair / 1e12, abs=1e-4)
     assert flops_module.PEAK_BF16["H100"] == 790e12
+
+
+def test_peak_flops_is_looked_up_by_the_gpu_that_ran():
+    # Names as torch.cuda.get_device_name gives them; words of the name, not substrings, pick the kind.
+    assert flops_module.peak_flops_of("NVIDIA H200") == 790e12
+    assert flops_module.peak_flops_of("NVIDIA H100 80GB HBM3") == 790e12
+    assert flops_module.peak_flops_of("NVIDIA A100-SXM4-80GB") == 312e12
+    assert flops_module.peak_flops_of("NVIDIA L4") == 121e12
+    assert flops_module.peak_flops_of("NVIDIA L40S") == 362e12
+    assert flops_module.peak_flops_of("NVIDIA A10") is None  # not an A100: no peak, so MFU is null
+    assert flops_module.peak_flops_of("NVIDIA GeForce RTX 4090") is None
+    assert flops_module.peak_flops(torch.device("cpu")) is None

@@ -9,14 +9,18 @@ anything. The optimizer, norms and losses are elementwise and left out (under 1%
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastcycle.config import TrainConfig
 from fastcycle.models import build_discriminator, build_generator
 
-# Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against. DESIGN.md: H100 ~790 measured
-# (SXM datasheet 989); the H200 has the same compute. Others: datasheet dense bf16.
+# Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against, by the GPU kind that torch's device
+# name contains: the one table that training's progress line and every benchmark read. H100 ~790
+# measured (SXM datasheet 989); the H200 has the same compute (769-798 measured on a lent one). Others:
+# datasheet dense bf16.
 PEAK_BF16 = {"H100": 790e12, "H200": 790e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 
 
@@ -47,9 +51,16 @@ def step_flops(cfg: TrainConfig) -> float:
     return float(counter.get_total_flops())
 
 
+def peak_flops_of(gpu_name: str) -> float | None:
+    """PEAK_BF16 of a device name ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"), or None.
+
+    Matched on whole words of the name, so an L4 is not taken for an L40S nor an A100 for an A10."""
+    words = set(re.split(r"[^A-Za-z0-9]+", gpu_name))
+    return next((peak for kind, peak in PEAK_BF16.items() if kind in words), None)
+
+
 def peak_flops(device: torch.device) -> float | None:
     """The bf16 peak MFU is quoted against, or None where there is none to quote (CPUs, unknown GPUs)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for kind, peak in PEAK_BF16.items() if kind in name.split()), None)
+    return peak_flops_of(torch.cuda.get_device_name(device))
