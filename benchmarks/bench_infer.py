@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import budget
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
 from fastcycle.models import build_generator
 from fastcycle.train.flops import peak_flops
@@ -38,10 +39,11 @@ def _flops_per_image(net) -> float:
 
 
 def _runner(provider: str, net, tmp_path, max_batch: int):
-    """A callable on (N, 3, SIZE, SIZE) float32 batches on DEVICE; None when unavailable here."""
+    """(a callable on (N, 3, SIZE, SIZE) float32 batches on DEVICE, extra_info it adds); the callable
+    is None when the provider is unavailable here."""
     net = net.to(DEVICE)
     if provider == "eager_fp32":
-        return net
+        return net, {}
     if provider == "eager_bf16_cl":
         net = net.to(memory_format=torch.channels_last)
 
@@ -49,31 +51,33 @@ def _runner(provider: str, net, tmp_path, max_batch: int):
             with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
                 return net(x.contiguous(memory_format=torch.channels_last))
 
-        return bf16
+        return bf16, {}
     if provider == "compile":
-        # max-autotune: Triton GEMM/conv autotuning and CUDA graphs (no launch gaps at batch 1).
-        return torch.compile(net, mode="default" if SMOKE else "max-autotune", dynamic=False)
+        # max-autotune: Triton GEMM/conv autotuning and CUDA graphs (no launch gaps at batch 1); a
+        # --budget run falls back to "default" (bounded compile time) when autotuning would not fit.
+        mode = "default" if SMOKE else budget.compile_mode("max-autotune")
+        return torch.compile(net, mode=mode, dynamic=False), {"compile_mode": mode}
     if provider == "aoti":
         from fastcycle.export.aoti import AotiRunner, export_aoti
 
         example = torch.zeros(2, 3, SIZE, SIZE, device=DEVICE)
         path = export_aoti(net, tmp_path / "g.pt2", example=example, max_batch=max_batch)
-        return AotiRunner(path, DEVICE)
+        return AotiRunner(path, DEVICE), {}
     if provider == "onnxruntime":
         from fastcycle.export.onnx import export_onnx
         from fastcycle.export.ort import OrtRunner
 
-        return OrtRunner(export_onnx(net, tmp_path / "g.onnx", size=SIZE), DEVICE)
+        return OrtRunner(export_onnx(net, tmp_path / "g.onnx", size=SIZE), DEVICE), {}
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return None
+        return None, {}
     from fastcycle.export.onnx import export_onnx
     from fastcycle.export.trt import TrtRunner, build_engine
 
     onnx_path = export_onnx(net, tmp_path / "g.onnx", size=SIZE)
     plan = build_engine(onnx_path, tmp_path / "g.plan", precision="fp16", batch=(1, 8, 32), hw=(SIZE, SIZE))
-    return TrtRunner(plan, DEVICE)
+    return TrtRunner(plan, DEVICE), {}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +98,7 @@ def test_infer(benchmark, generator, runners, tmp_path, provider, batch):
     net, flops = generator
     if provider not in runners:
         runners[provider] = _runner(provider, net, tmp_path, max(BATCHES))
-    run = runners[provider]
+    run, runner_info = runners[provider]
     if run is None:
         pytest.skip(f"{provider} is not installed on this machine")
     x = torch.rand(batch, 3, SIZE, SIZE, device=DEVICE) * 2 - 1
@@ -107,7 +111,7 @@ def test_infer(benchmark, generator, runners, tmp_path, provider, batch):
     for _ in range(3):  # compile, autotune, CUDA-graph capture, allocator warm-up
         once()
     benchmark.pedantic(once, rounds=3 if SMOKE else 100, iterations=1)
-    info = {"provider": provider, "batch": batch, "size": SIZE, "flops_per_image": flops}
+    info = {"provider": provider, "batch": batch, "size": SIZE, "flops_per_image": flops, **runner_info}
     info["env"] = environment()
     stats = getattr(benchmark, "stats", None)
     if stats:

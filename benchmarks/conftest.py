@@ -2,14 +2,20 @@
 
 On a GPU the benchmarks run at the generator's real shapes. Without one they run at tiny shapes, with
 Triton kernels under its CPU interpreter: a smoke test that the benchmarks work, not a measurement.
+
+Options: `--budget SECONDS` (benchmarks/budget.py: priority order, cases that no longer fit are
+skipped, the results file rewritten after every case) and `--results-dir DIR` (where the results file
+goes: benchmarks/results/ on a GPU by default; a budgeted CPU run writes into a temporary folder).
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import results
+from benchmarks import budget, results
 
 if not torch.cuda.is_available():  # read when a kernel is defined: before fastcycle.kernels is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -59,10 +65,52 @@ def environment() -> dict[str, str]:
     return results.environment()
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """On a GPU, write the run's results file (benchmarks/results.py): the performance record."""
-    bench = getattr(session.config, "_benchmarksession", None)
-    if SMOKE or bench is None or bench.disabled or not bench.benchmarks:
+def pytest_addoption(parser):
+    group = parser.getgroup("fastcycle benchmarks")
+    group.addoption(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="run the most valuable cases that fit in SECONDS (benchmarks/budget.py); skip the rest",
+    )
+    group.addoption(
+        "--results-dir",
+        metavar="DIR",
+        help="folder of the results file (default: benchmarks/results/ on a GPU, a temporary one on a CPU)",
+    )
+
+
+def results_dir(config) -> Path:
+    chosen = config.getoption("results_dir")
+    if chosen:
+        return Path(chosen)
+    # A CPU run is a smoke test, never part of the performance record in benchmarks/results/.
+    return Path(tempfile.gettempdir()) / "fastcycle-benchmarks" if SMOKE else results.RESULTS_DIR
+
+
+def pytest_configure(config):
+    budget_s = config.getoption("budget")
+    if budget_s is None:
         return
-    path = results.write_results(bench.benchmarks, results.environment())
+    if not budget_s > 0:
+        raise pytest.UsageError(f"--budget {budget_s:g}: give the seconds the run may take, e.g. 420")
+    env = results.environment()
+    path = results.results_path(env, results_dir(config))
+
+    def write(partial: bool, skipped: list[dict]) -> Path:
+        bench = config._benchmarksession
+        return results.write_results(
+            bench.benchmarks, env, path=path, partial=partial, budget_s=budget_s, skipped=skipped
+        )
+
+    budget.start(config, budget_s, gpu=not SMOKE, write=write)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """On a GPU, write the run's results file (benchmarks/results.py): the performance record.
+    (A budgeted run writes it itself, after every case and on any device.)"""
+    bench = getattr(session.config, "_benchmarksession", None)
+    if budget.active() or SMOKE or bench is None or bench.disabled or not bench.benchmarks:
+        return
+    path = results.write_results(bench.benchmarks, results.environment(), results_dir(session.config))
     print(f"\nbenchmarks: wrote {path}")

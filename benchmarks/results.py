@@ -1,12 +1,24 @@
 """The performance record: one JSON file per GPU benchmark run, written by the harness, never by hand.
 
 `pytest benchmarks/` on a GPU ends by writing `benchmarks/results/<gpu>-<yyyymmdd>-<sha>.json`
-(benchmarks/conftest.py calls `write_results`). Schema 1:
+(benchmarks/conftest.py calls `write_results`; `--results-dir` picks another folder). A budgeted run,
+`pytest benchmarks/ --budget SECONDS` (benchmarks/budget.py), rewrites the file after every case, on a
+CPU too (into a temporary folder unless `--results-dir` says where), so a run killed at any moment
+leaves a valid file that says it is partial. Schema 1:
 
     {
       "schema": 1,
       "created": "2026-11-23T21:05:00Z",
       "git_sha": "1a2b3c4",                 # short sha of HEAD ("-dirty" appended with local changes)
+      "partial": false,                     # true: the run had not finished when this was written
+                                            # (still running, killed, interrupted); its cases are final
+      "budget_s": 420.0,                    # the run's --budget, or null for a run without one
+      "skipped": [                          # every case that did not run, with why
+        {"name": "test_infer[aoti-32]", "file": "bench_infer.py",
+         "reason": "budget: needs ~95 s (learned from 1 case of infer-aoti), 40 s left"},
+        {"name": "test_infer[tensorrt-1]", "file": "bench_infer.py",
+         "reason": "tensorrt is not installed on this machine"}
+      ],
       "env": {"gpu": "NVIDIA H100 80GB HBM3", "driver": "...", "cuda": "12.8", "torch": "...",
               "triton": "...", "cudnn": "...", "onnxruntime": "...", "dali": "...", "python": "..."},
       "cases": [
@@ -19,12 +31,15 @@
                                      # (generator inference), loader_images_per_s (data loaders); or none
           "mfu": 0.23,               # or null
           "peak_memory_bytes": 123,  # or null
-          "extra": {...}             # everything the benchmark put in extra_info
+          "extra": {...}             # everything the benchmark put in extra_info; a budgeted run
+                                     # adds wall_s (the case's whole cost: fixtures, compile,
+                                     # warm-up, timed rounds) and estimated_s (the budget's guess)
         }
       ]
     }
 
 A case's identity across files is (file, name); `python -m benchmarks.report` compares files by it.
+Files written before `partial`, `budget_s` and `skipped` existed lack them: read them as false, null, [].
 """
 
 from __future__ import annotations
@@ -127,20 +142,36 @@ def case_record(bench) -> dict:
     return record
 
 
-def write_results(benchmarks, env: dict, out_dir: Path = RESULTS_DIR) -> Path:
-    """Write the run's file atomically; returns its path."""
+def results_path(env: dict, out_dir: Path = RESULTS_DIR) -> Path:
+    """`<out_dir>/<gpu>-<yyyymmdd>-<sha>.json`: a run fixes it once, so a run past midnight keeps one file."""
+    sha = env.get("git_sha", "unknown")
+    return Path(out_dir) / f"{gpu_slug(env.get('gpu', 'unknown'))}-{time.strftime('%Y%m%d')}-{sha}.json"
+
+
+def write_results(
+    benchmarks,
+    env: dict,
+    out_dir: Path = RESULTS_DIR,
+    *,
+    path: Path | None = None,
+    partial: bool = False,
+    budget_s: float | None = None,
+    skipped: list[dict] | tuple = (),
+) -> Path:
+    """Write the run's file atomically (to `path`, else `results_path(env, out_dir)`); returns its path."""
     cases = [case_record(b) for b in benchmarks if getattr(b, "stats", None) and b.stats.data]
     record = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_sha": env.get("git_sha", "unknown"),
+        "partial": partial,
+        "budget_s": budget_s,
+        "skipped": list(skipped),
         "env": env,
         "cases": cases,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = (
-        out_dir / f"{gpu_slug(env.get('gpu', 'unknown'))}-{time.strftime('%Y%m%d')}-{record['git_sha']}.json"
-    )
+    path = Path(path) if path is not None else results_path(env, out_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1, default=str) + "\n"
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
