@@ -121,6 +121,10 @@ def priority_order(cases: list[str]) -> list[int]:
     return sorted(range(len(cases)), key=lambda i: (rule_of(cases[i])[0], i))
 
 
+def _params(item) -> dict:
+    return getattr(getattr(item, "callspec", None), "params", {})
+
+
 def batch_of(case: str, params: dict) -> int:
     """The case's batch: its `batch` parameter, else a `-b<N>` in its name (best-b8), else 1."""
     if isinstance(params.get("batch"), int):
@@ -208,14 +212,13 @@ def active() -> BudgetPlugin | None:
 class BudgetPlugin:
     """The hooks of a budgeted run; `write(partial, skipped)` rewrites the results file, returns its path."""
 
-    def __init__(self, budget_s: float, gpu: bool, write, clock=time.monotonic):
+    def __init__(self, budget_s: float, gpu: bool, write, clock=time.monotonic, started: float = STARTED):
         self.budget_s = budget_s
         self.kind = "gpu" if gpu else "cpu"
         self.estimator = Estimator(gpu)
         self.write = write
-        self.clock = clock
+        self.clock, self.started = clock, started
         self.skipped: list[dict] = []  # {"name", "file", "reason"} in run order
-        self.budget_skips = 0
         self.path: Path | None = None
         self._current_estimate = 0.0
         self._timed_s = 0.0
@@ -224,7 +227,7 @@ class BudgetPlugin:
 
     def left(self) -> float:
         """Seconds a case may still take."""
-        return self.budget_s - FINISH_S[self.kind] - (self.clock() - STARTED)
+        return self.budget_s - FINISH_S[self.kind] - (self.clock() - self.started)
 
     def spare(self) -> float:
         """Budget left once the current case's estimate is paid."""
@@ -235,17 +238,24 @@ class BudgetPlugin:
         order = priority_order([case_id(item) for item in items])
         items[:] = [items[i] for i in order]
 
+    def decide(self, case: str, params: dict) -> str | None:
+        """Before a case: None if it may start (its estimate is then current), else the skip reason."""
+        estimate, basis = self.estimator.estimate(rule_of(case)[1], batch_of(case, params))
+        reason = skip_reason(estimate, basis, self.left())
+        self._current_estimate = 0.0 if reason else estimate
+        return reason
+
+    def finished(self, case: str, params: dict, total_s: float, timed_s: float) -> dict:
+        """After a case passed: learn its cost; returns what the record keeps of it."""
+        self.estimator.learn(rule_of(case)[1], Cost(total_s, timed_s, batch_of(case, params)))
+        estimate, self._current_estimate = self._current_estimate, 0.0
+        return {"wall_s": total_s, "estimated_s": estimate}
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
-        case = case_id(item)
-        _, rule = rule_of(case)
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        estimate, basis = self.estimator.estimate(rule, batch_of(case, params))
-        reason = skip_reason(estimate, basis, self.left())
+        reason = self.decide(case_id(item), _params(item))
         if reason:
-            self.budget_skips += 1
             pytest.skip(reason)
-        self._current_estimate = estimate
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
@@ -269,13 +279,9 @@ class BudgetPlugin:
         start = self.clock()
         yield
         if self._passed:
-            case = case_id(item)
-            params = getattr(getattr(item, "callspec", None), "params", {})
-            cost = Cost(self.clock() - start, self._timed_s, batch_of(case, params))
-            self.estimator.learn(rule_of(case)[1], cost)
-            if self._bench is not None:  # the record says how good the estimate was
-                wall = {"wall_s": cost.total_s, "estimated_s": self._current_estimate}
-                self._bench.extra_info.update(wall)
+            kept = self.finished(case_id(item), _params(item), self.clock() - start, self._timed_s)
+            if self._bench is not None:  # the record says what each case cost and how good the guess was
+                self._bench.extra_info.update(kept)
         self._current_estimate, self._bench = 0.0, None
         self.path = self.write(True, self.skipped)
 
@@ -296,7 +302,7 @@ class BudgetPlugin:
             tr.write_line(table({**record, "cases": shown}))
             tr.write_line(f"results: {self.path} ({len(record['cases'])} cases)")
         tr.write_line(
-            f"wall {self.clock() - STARTED:.0f} s of {self.budget_s:g} s; "
+            f"wall {self.clock() - self.started:.0f} s of {self.budget_s:g} s; "
             f"{len(budget_skips)} cases skipped for the budget, "
             f"{len(self.skipped) - len(budget_skips)} for other reasons (all listed in the results file)"
         )
