@@ -118,7 +118,8 @@ def _flops() -> float:
     return step_flops(_config(1, False, False))
 
 
-def _model(case):
+def build_case(case):
+    """(the model or ReferenceStep of a CASES entry, its config), on DEVICE, compiled if the case says so."""
     name, batch, amp, channels_last, mode, kernels = case
     cfg = _config(batch, amp, channels_last)
     model = CycleGAN(cfg, DEVICE, resolve_precision(amp, "auto", DEVICE), kernels)
@@ -135,7 +136,7 @@ def test_train_step(benchmark, ceilings, name):
     if name.startswith(("cudagraphs", "best")) and DEVICE.type != "cuda":
         pytest.skip("CUDA graphs need a GPU")
     torch.backends.cudnn.benchmark = True  # both fastcycle and the reference turn it on
-    model, cfg = _model(case)
+    model, cfg = build_case(case)
     memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
     real_A, real_B = (
         (torch.rand(batch, 3, SIZE, SIZE, device=DEVICE) * 2 - 1).contiguous(memory_format=memory_format)
