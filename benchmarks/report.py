@@ -112,16 +112,21 @@ def _is_reference(case: dict) -> bool:
     return named and batch in (1, "1")
 
 
+def _test(case: dict) -> tuple[str, str]:
+    """(file, test function): "test_family_step[dcgan_b128]" is another model than test_train_step's."""
+    return case["file"], case["name"].split("[", 1)[0]
+
+
 def speedups(record: dict) -> dict[int, float]:
-    """index of case -> its throughput over the reference case (case "reference", batch 1) of its file."""
-    reference: dict[str, tuple[str, float]] = {}
+    """index of case -> its throughput over the reference case (case "reference", batch 1) of its test."""
+    reference: dict[tuple[str, str], tuple[str, float]] = {}
     for case in record["cases"]:
         tp = throughput(case)
-        if tp and tp[1] > 0 and case["file"] not in reference and _is_reference(case):
-            reference[case["file"]] = tp
+        if tp and tp[1] > 0 and _test(case) not in reference and _is_reference(case):
+            reference[_test(case)] = tp
     out = {}
     for i, case in enumerate(record["cases"]):
-        tp, ref = throughput(case), reference.get(case["file"])
+        tp, ref = throughput(case), reference.get(_test(case))
         if tp and ref and tp[0] == ref[0]:
             out[i] = tp[1] / ref[1]
     return out

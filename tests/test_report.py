@@ -115,10 +115,14 @@ def test_reference_as_the_harness_records_it(tmp_path, capsys):
     other["params"] = {"case": "('compile', 1, True, True, 'default', 'torch')"}
     not_batch_1 = train("reference", 4, 100.0, 0.5, None)  # a reference at batch 4 is not the baseline
     not_batch_1["name"] = "test_train_step[reference-b4]"
-    path = write(tmp_path / "a.json", results_file(cases=[not_batch_1, ref, other]))
+    family = case("bench_train_step.py", "test_family_step[dcgan_b128]", {}, images_per_s=5.0)
+    family2 = case("bench_train_step.py", "test_family_step[pix2pix_b1]", {}, pairs_per_s=8.0)
+    path = write(tmp_path / "a.json", results_file(cases=[not_batch_1, ref, other, family, family2]))
     r = rows(run(capsys, "table", path)[1])
     assert r["test_train_step[compile]"][-1] == "2.5x"
     assert r["test_train_step[reference-b4]"][-1] == "25.0x"
+    # Other model families in the same file are not speed-ups of the CycleGAN reference step.
+    assert r["test_family_step[dcgan_b128]"][-1] == r["test_family_step[pix2pix_b1]"][-1] == "-"
 
 
 def test_newest_file_per_gpu(tmp_path, capsys, monkeypatch):
