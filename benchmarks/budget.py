@@ -9,9 +9,9 @@ its reason. The clock starts with the pytest process, so start-up and collection
 the suites) are paid from the budget too.
 
 A case's estimated cost (fixtures, compile, warm-up and timed rounds: its whole setup, call and
-teardown) comes from the cases of its group that already passed, the largest of
-`untimed + timed * max(1, batch / their batch)` (compile and warm-up stay, the timed rounds grow with
-the batch); before any case of its group has passed, from the rule's stated guess (`gpu_s` at the real
+teardown) comes from the cases of its group that already passed, the largest of their costs
+rescaled to its batch (`Cost.at`: the timed rounds and the warm-up grow with the batch, compiling
+does not); before any case of its group has passed, from the rule's stated guess (`gpu_s` at the real
 sizes on an H100/H200, `cpu_s` at the smoke sizes) times the ratio of measured to guessed cost over
 the groups seen so far. A case that matches no rule runs last, with
 DEFAULT_GUESS. `compile_mode("max-autotune")` gives "default" instead when the autotuning would not fit.
@@ -68,7 +68,7 @@ RULES = (
     Rule(f"{_T}[[]fastcycle_fp32]", "train-eager", 45, 10),
     Rule(f"{_T}[[]bf16]", "train-eager", 45, 10),
     Rule(f"{_T}[[]channels_last]", "train-eager", 45, 10),
-    Rule(f"{_T}[[]compile]", "train-compile", 150, 10),
+    Rule(f"{_T}[[]compile]", "train-compile", 150, 20),
     Rule(f"{_T}[[]*]", "train-graphs", 180, 60),  # triton, cudagraphs, best-b4, best-b16
     Rule("bench_train_step.py::test_family_step[[]*]", "train-family", 40, 15),
     Rule(f"{_I}[[]eager*-1]", "infer-eager", 20, 6),
@@ -102,6 +102,14 @@ class Cost:
     total_s: float
     timed_s: float
     batch: int
+    rounds: int = 1
+
+    def at(self, batch: int) -> float:
+        """This cost at another batch: the timed rounds and the warm-up (about one more round: the
+        suites warm up by running one) grow with it; building, compiling and counting FLOPs do not,
+        nor does anything shrink at a smaller batch (launch-bound work does not)."""
+        grows = self.timed_s * (self.rounds + 1) / self.rounds if self.rounds else 0.0
+        return self.total_s + grows * (max(1.0, batch / self.batch) - 1)
 
 
 def case_id(item) -> str:
@@ -168,7 +176,7 @@ class Estimator:
         if not seen:
             scale = self.scale()
             return self.guess(rule) * scale, f"first guess for {rule.group} x{scale:.1f}"
-        seconds = max(c.total_s - c.timed_s + c.timed_s * max(1.0, batch / c.batch) for c in seen)
+        seconds = max(c.at(batch) for c in seen)
         return seconds, f"learned from {len(seen)} case{'s' if len(seen) > 1 else ''} of {rule.group}"
 
 
@@ -221,7 +229,7 @@ class BudgetPlugin:
         self.skipped: list[dict] = []  # {"name", "file", "reason"} in run order
         self.path: Path | None = None
         self._current_estimate = 0.0
-        self._timed_s = 0.0
+        self._timed_s, self._rounds = 0.0, 0
         self._passed = False
         self._bench = None
 
@@ -245,9 +253,9 @@ class BudgetPlugin:
         self._current_estimate = 0.0 if reason else estimate
         return reason
 
-    def finished(self, case: str, params: dict, total_s: float, timed_s: float) -> dict:
+    def finished(self, case: str, params: dict, total_s: float, timed_s: float, rounds: int) -> dict:
         """After a case passed: learn its cost; returns what the record keeps of it."""
-        self.estimator.learn(rule_of(case)[1], Cost(total_s, timed_s, batch_of(case, params)))
+        self.estimator.learn(rule_of(case)[1], Cost(total_s, timed_s, batch_of(case, params), rounds))
         estimate, self._current_estimate = self._current_estimate, 0.0
         return {"wall_s": total_s, "estimated_s": estimate}
 
@@ -263,6 +271,7 @@ class BudgetPlugin:
         self._bench = item.funcargs.get("benchmark")
         stats = getattr(getattr(self._bench, "stats", None), "stats", None)
         self._timed_s = float(sum(stats.data)) if stats is not None else 0.0
+        self._rounds = len(stats.data) if stats is not None else 0
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call":
@@ -275,11 +284,18 @@ class BudgetPlugin:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        self._timed_s, self._passed, self._current_estimate, self._bench = 0.0, False, 0.0, None
+        self._timed_s, self._rounds, self._passed, self._current_estimate, self._bench = (
+            0.0,
+            0,
+            False,
+            0.0,
+            None,
+        )
         start = self.clock()
         yield
         if self._passed:
-            kept = self.finished(case_id(item), _params(item), self.clock() - start, self._timed_s)
+            total_s = self.clock() - start
+            kept = self.finished(case_id(item), _params(item), total_s, self._timed_s, self._rounds)
             if self._bench is not None:  # the record says what each case cost and how good the guess was
                 self._bench.extra_info.update(kept)
         self._current_estimate, self._bench = 0.0, None

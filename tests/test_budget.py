@@ -78,12 +78,13 @@ def test_estimates_learn_per_group_and_scale_first_guesses():
     rule = rule_of(f"{TRAIN}[best-b1]")[1]
     assert est.estimate(rule, 1) == (rule.gpu_s, "first guess for train-graphs x1.0")
     assert Estimator(gpu=False).estimate(rule, 1)[0] == rule.cpu_s
-    # 360 s in all, 20 s of it timed rounds at batch 1: compile and warm-up stay, the rounds grow.
-    est.learn(rule, Cost(total_s=360.0, timed_s=20.0, batch=1))
+    # 360 s in all, 20 s of it 4 timed rounds at batch 1: building and compiling stay, the rounds and
+    # the warm-up (one more round, 5 s) grow with the batch.
+    est.learn(rule, Cost(total_s=360.0, timed_s=20.0, batch=1, rounds=4))
     assert est.estimate(rule, 1) == (360.0, "learned from 1 case of train-graphs")
-    assert est.estimate(rule, 8)[0] == pytest.approx(340 + 8 * 20)
-    est.learn(rule, Cost(total_s=300.0, timed_s=100.0, batch=8))
-    assert est.estimate(rule, 16)[0] == pytest.approx(max(340 + 16 * 20, 200 + 2 * 100))
+    assert est.estimate(rule, 8)[0] == pytest.approx(335 + 8 * 25)
+    est.learn(rule, Cost(total_s=300.0, timed_s=100.0, batch=8, rounds=10))
+    assert est.estimate(rule, 16)[0] == pytest.approx(max(335 + 16 * 25, 190 + 2 * 110))
     assert est.estimate(rule, 1)[0] == 360.0  # the batch-8 case counts whole: a smaller batch, no shrink
     # That group's first case took twice its guess: other groups' first guesses double too.
     other = rule_of(f"{INFER}[aoti-1]")[1]
@@ -114,7 +115,7 @@ def test_plugin_decides_learns_and_bounds_compile_time(monkeypatch):
     assert plugin.left() == 200.0 - finish - 10.0
     reference = f"{TRAIN}[reference]"
     assert plugin.decide(reference, {"name": "reference"}) is None  # 45 s guess, 180 left
-    assert plugin.finished(reference, {"name": "reference"}, 54.0, 10.0) == {
+    assert plugin.finished(reference, {"name": "reference"}, 54.0, 10.0, 10) == {
         "wall_s": 54.0,
         "estimated_s": rule_of(reference)[1].gpu_s,
     }

@@ -91,15 +91,21 @@ def test_summary_splits_the_wall_time_per_step():
 
 
 def test_fastest_case_of_a_results_file(tmp_path):
-    def bench(case, pairs_per_s):
-        stats = type("S", (), {"data": [0.1], "median": 0.1})
-        extra = {"case": case, "pairs_per_s": pairs_per_s}
-        fullname = f"benchmarks/bench_train_step.py::test_train_step[{case}]"
-        return type(
-            "B", (), {"name": case, "fullname": fullname, "params": {}, "stats": stats, "extra_info": extra}
+    from types import SimpleNamespace
+
+    def bench(case, pairs_per_s, test="test_train_step"):
+        return SimpleNamespace(
+            name=f"{test}[{case}]",
+            fullname=f"benchmarks/bench_train_step.py::{test}[{case}]",
+            params={},
+            stats=SimpleNamespace(data=[0.1], median=0.1),
+            extra_info={"case": case, "pairs_per_s": pairs_per_s},
         )
 
-    path = results.write_results([bench("reference", 20.0), bench("best-b8", 210.0)], {"gpu": "x"}, tmp_path)
+    family = bench("pix2pix_unet256_b16", 900.0, "test_family_step")  # another model: never the best step
+    path = results.write_results(
+        [bench("reference", 20.0), bench("best-b8", 210.0), family], {"gpu": "x"}, tmp_path
+    )
     assert profile_step.fastest_case(path) == "best-b8"
     empty = results.write_results([], {"gpu": "y"}, tmp_path)
     assert profile_step.fastest_case(empty) is None
