@@ -148,7 +148,10 @@ def _cell(text: str) -> str:
 def heading(record: dict) -> str:
     env = record["env"]
     sha = record.get("git_sha") or env.get("git_sha") or "unknown"
-    return f"{env['gpu']}, {record['created'][:10]}, git {sha}, torch {env.get('torch', 'unknown')}"
+    text = f"{env['gpu']}, {record['created'][:10]}, git {sha}, torch {env.get('torch', 'unknown')}"
+    if record.get("budget_s") is not None:  # a budgeted run: say what it left out
+        text += f", --budget {record['budget_s']:g} s ({len(record.get('skipped') or [])} cases skipped)"
+    return text + (", PARTIAL: the run did not finish" if record.get("partial") else "")
 
 
 def table(record: dict) -> str:

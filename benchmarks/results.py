@@ -45,6 +45,7 @@ Files written before `partial`, `budget_s` and `skipped` existed lack them: read
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -66,6 +67,8 @@ def _version(module: str) -> str:
 
 
 def git_sha() -> str:
+    """HEAD's short sha, "-dirty" with local changes; where there is no git repository (a copy of the
+    tree sent to a GPU machine) the sha given in FASTCYCLE_GIT_SHA, else "unknown"."""
     root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
@@ -75,7 +78,7 @@ def git_sha() -> str:
             ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("FASTCYCLE_GIT_SHA") or "unknown"
     return sha + ("-dirty" if dirty.strip() else "")
 
 

@@ -145,6 +145,17 @@ def test_results_files_say_partial_budget_and_skips(tmp_path):
     assert plain["partial"] is False and plain["budget_s"] is None and plain["skipped"] == []
 
 
+def test_git_sha_of_a_tree_copied_without_git(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise OSError("no git here")
+
+    monkeypatch.setattr(results.subprocess, "run", no_git)
+    monkeypatch.setenv("FASTCYCLE_GIT_SHA", "1a2b3c4")
+    assert results.git_sha() == "1a2b3c4"
+    monkeypatch.delenv("FASTCYCLE_GIT_SHA")
+    assert results.git_sha() == "unknown"
+
+
 def _budgeted_run(out: Path, budget_s: int) -> list[str]:
     return [
         sys.executable,

@@ -106,6 +106,14 @@ def test_table_cells(tmp_path, capsys):
     assert r["test_norm[in-256]"] == ["-", "-", "-", "-"]
 
 
+def test_heading_says_budget_skips_and_partial(tmp_path, capsys):
+    record = results_file() | {"budget_s": 420.0, "skipped": [{"name": "x", "file": "y", "reason": "z"}]}
+    out = run(capsys, "table", write(tmp_path / "b.json", record | {"partial": True}))[1]
+    assert "torch 2.11.0, --budget 420 s (1 cases skipped), PARTIAL: the run did not finish**" in out
+    out = run(capsys, "table", write(tmp_path / "c.json", record | {"partial": False}))[1]
+    assert "torch 2.11.0, --budget 420 s (1 cases skipped)**" in out
+
+
 def test_reference_as_the_harness_records_it(tmp_path, capsys):
     # results.case_record stringifies tuple params; the plain case name and batch are in extra
     ref = train("reference", 1, 4.0, 0.02, None)
