@@ -13,8 +13,8 @@ teardown) comes from the cases of its group that already passed, the largest of 
 rescaled to its batch (`Cost.at`: the timed rounds and the warm-up grow with the batch, compiling
 does not); before any case of its group has passed, from the rule's stated guess (`gpu_s` at the real
 sizes on an H100/H200, `cpu_s` at the smoke sizes) times the ratio of measured to guessed cost over
-the groups seen so far. A case that matches no rule runs last, with
-DEFAULT_GUESS. `compile_mode("max-autotune")` gives "default" instead when the autotuning would not fit.
+the groups seen so far. A case that matches no rule runs last, with DEFAULT_GUESS.
+`compile_mode("max-autotune")` gives "default" instead when the autotuning would not fit.
 
 After every case the results file is rewritten (`partial: true`, the skips so far); the last write at
 the end of the session says `partial: false`. The run ends with one short table (benchmarks.report's,
