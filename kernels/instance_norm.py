@@ -34,14 +34,16 @@ MAX_SPLIT = 64  # partials per plane; a power of two, loaded as one vector by th
 
 
 def instance_norm_reference(x, weight=None, bias=None, residual=None, relu=False, eps=1e-5):
-    """The same op from torch primitives, statistics in fp32: what the tests and benchmarks compare with."""
-    y = F.instance_norm(x.float(), weight=None if weight is None else weight.float(), eps=eps)
+    """The same op from torch primitives, statistics in fp32 (float64 for float64 input, an exact
+    oracle): what the tests and benchmarks compare with."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    y = F.instance_norm(x.to(acc), weight=None if weight is None else weight.to(acc), eps=eps)
     if bias is not None:
-        y = y + bias.float()[:, None, None]
+        y = y + bias.to(acc)[:, None, None]
     if relu:
         y = torch.relu(y)
     if residual is not None:
-        y = y + residual.float()
+        y = y + residual.to(acc)
     return y.to(x.dtype)
 
 
