@@ -1,5 +1,8 @@
-"""fastcycle.kernels: Triton kernels, each op beside its pure-torch reference (see DESIGN.md).
+"""fastcycle.kernels: Triton kernels, each op beside its pure-torch reference.
 
-Installed as `fastcycle.kernels` (pyproject's package-dir mapping). The fused instance-norm + ReLU and
-reflection-pad convolution kernels land here with issue 3; until then every model runs the torch path.
+Installed as `fastcycle.kernels` (pyproject's package-dir mapping). instance_norm.py: fused instance
+norm + ReLU + residual add (its Triton programs in instance_norm_kernels.py); reflect_conv.py:
+reflection padding folded into a convolution; host.py: what their host code shares (the interpreter
+flag, the layout rules). Both ops are torch custom ops (`torch.ops.fastcycle.*`), so torch.compile
+traces through them.
 """

@@ -17,293 +17,46 @@ lose the mean's low bits, and var = E[x^2] - E[x]^2 in low precision cancels cat
 Layouts: any tensor whose H and W strides satisfy stride_h == W * stride_w (contiguous NCHW and
 channels-last both do) is read in place; a tile covers BLOCK_HW positions x BLOCK_C channels, shaped
 so that the contiguous axis (H*W for NCHW, C for channels-last) is the long one.
-"""
 
-import os
+Three layers: the Triton programs (instance_norm_kernels.py), the host code that picks tiles and
+launches them (here), and two custom ops, forward and backward, with fake implementations and an
+autograd formula, so that torch.compile traces through the op instead of breaking its graph.
+"""
 
 import torch
 import torch.nn.functional as F
 import triton
-import triton.language as tl
 
-# Under Triton's CPU interpreter every program costs milliseconds of Python, so tiles there span all
-# channels (up to 64) whatever the layout; the tests switch this off to run the GPU's tile shapes.
-FEW_LARGE_TILES = os.environ.get("TRITON_INTERPRET") == "1"
+from fastcycle.kernels import host
+from fastcycle.kernels.instance_norm_kernels import backward_dx, backward_partials, normalize, partial_stats
+
 MAX_SPLIT = 64  # partials per plane; a power of two, loaded as one vector by the combining programs
 
 
 def instance_norm_reference(x, weight=None, bias=None, residual=None, relu=False, eps=1e-5):
-    """The same op from torch primitives, statistics in fp32: what the tests and benchmarks compare with."""
-    y = F.instance_norm(x.float(), weight=None if weight is None else weight.float(), eps=eps)
+    """The same op from torch primitives, statistics in fp32 (float64 for float64 input, an exact
+    oracle): what the tests and benchmarks compare with."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    y = F.instance_norm(x.to(acc), weight=None if weight is None else weight.to(acc), eps=eps)
     if bias is not None:
-        y = y + bias.float()[:, None, None]
+        y = y + bias.to(acc)[:, None, None]
     if relu:
         y = torch.relu(y)
     if residual is not None:
-        y = y + residual.float()
+        y = y + residual.to(acc)
     return y.to(x.dtype)
 
 
-@triton.jit
-def _partial_stats(
-    x_ptr,
-    mean_ptr,
-    m2_ptr,
-    C,
-    HW,
-    CHUNK,
-    s_n,
-    s_c,
-    s_hw,
-    SPLIT,
-    BLOCK_HW: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    """(mean, M2) of x over one chunk of H*W for BLOCK_C channels of one image -> (N, C, SPLIT) buffers."""
-    n, cb, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    lo = s * CHUNK
-    hi = tl.minimum(lo + CHUNK, HW)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    m2 = tl.zeros([BLOCK_C], tl.float32)
-    count = 0.0
-    for start in range(lo, hi, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < hi)[:, None] & c_mask[None, :]
-        x = tl.load(x_ptr + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=mask, other=0.0)
-        x = x.to(tl.float32)
-        n_b = tl.minimum(hi - start, BLOCK_HW).to(tl.float32)
-        mean_b = tl.sum(x, axis=0) / n_b
-        d = tl.where(mask, x - mean_b[None, :], 0.0)
-        m2_b = tl.sum(d * d, axis=0)
-        # Chan et al.: merge (count, mean, M2) of the running chunk with this block's.
-        total = count + n_b
-        delta = mean_b - mean
-        mean += delta * (n_b / total)
-        m2 += m2_b + delta * delta * (count * n_b / total)
-        count = total
-    out = (n * C + c) * SPLIT + s
-    tl.store(mean_ptr + out, mean, mask=c_mask)
-    tl.store(m2_ptr + out, m2, mask=c_mask)
-
-
-@triton.jit
-def _plane_stats(mean_ptr, m2_ptr, n, c, c_mask, C, HW, CHUNK, SPLIT, eps, SPLIT_P2: tl.constexpr):
-    """Combine a plane's SPLIT partials into its mean and rstd (fp32), for BLOCK_C channels."""
-    s = tl.arange(0, SPLIT_P2)
-    s_mask = s < SPLIT
-    offs = (n * C + c)[None, :] * SPLIT + s[:, None]
-    mask = s_mask[:, None] & c_mask[None, :]
-    mean_s = tl.load(mean_ptr + offs, mask=mask, other=0.0)
-    m2_s = tl.load(m2_ptr + offs, mask=mask, other=0.0)
-    count_s = tl.minimum(tl.maximum(HW - s * CHUNK, 0), CHUNK).to(tl.float32)[:, None]
-    mean = tl.sum(mean_s * count_s, axis=0) / HW
-    d = tl.where(mask, mean_s - mean[None, :], 0.0)
-    var = tl.sum(m2_s + count_s * d * d, axis=0) / HW
-    return mean, 1.0 / tl.sqrt(var + eps)
-
-
-@triton.jit
-def _normalize(
-    x_ptr,
-    w_ptr,
-    b_ptr,
-    r_ptr,
-    y_ptr,
-    mean_ptr,
-    m2_ptr,
-    saved_mean_ptr,
-    saved_rstd_ptr,
-    C,
-    HW,
-    CHUNK,
-    s_n,
-    s_c,
-    s_hw,
-    r_n,
-    r_c,
-    r_hw,
-    y_n,
-    y_c,
-    y_hw,
-    SPLIT,
-    eps,
-    AFFINE: tl.constexpr,
-    RELU: tl.constexpr,
-    RESIDUAL: tl.constexpr,
-    BLOCK_HW: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    SPLIT_P2: tl.constexpr,
-):
-    n, cb, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    mean, rstd = _plane_stats(mean_ptr, m2_ptr, n, c, c_mask, C, HW, CHUNK, SPLIT, eps, SPLIT_P2)
-    if s == 0:  # the backward pass re-derives x_hat from x and these instead of storing it
-        tl.store(saved_mean_ptr + n * C + c, mean, mask=c_mask)
-        tl.store(saved_rstd_ptr + n * C + c, rstd, mask=c_mask)
-    w, b = _affine(w_ptr, b_ptr, c, c_mask, AFFINE, BLOCK_C)
-    scale = rstd * w
-    shift = b - mean * rstd * w
-    lo = s * CHUNK
-    hi = tl.minimum(lo + CHUNK, HW)
-    for start in range(lo, hi, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < hi)[:, None] & c_mask[None, :]
-        x = tl.load(x_ptr + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=mask, other=0.0)
-        y = x.to(tl.float32) * scale[None, :] + shift[None, :]
-        if RELU:
-            y = tl.maximum(y, 0.0)
-        if RESIDUAL:
-            r = tl.load(r_ptr + n * r_n + hw[:, None] * r_hw + c[None, :] * r_c, mask=mask, other=0.0)
-            y += r.to(tl.float32)
-        tl.store(y_ptr + n * y_n + hw[:, None] * y_hw + c[None, :] * y_c, y, mask=mask)
-
-
-@triton.jit
-def _affine(w_ptr, b_ptr, c, c_mask, AFFINE: tl.constexpr, BLOCK_C: tl.constexpr):
-    """(weight, bias) of BLOCK_C channels in fp32; (1, 0) without affine parameters."""
-    if AFFINE:
-        w = tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    else:
-        w = tl.full([BLOCK_C], 1.0, tl.float32)
-        b = tl.zeros([BLOCK_C], tl.float32)
-    return w, b
-
-
-@triton.jit
-def _x_hat_and_grad(x, g, mean, rstd, w, b, RELU: tl.constexpr):
-    """x_hat, and the upstream gradient through the ReLU, whose mask is recomputed rather than stored."""
-    x_hat = (x.to(tl.float32) - mean[None, :]) * rstd[None, :]
-    g = g.to(tl.float32)
-    if RELU:
-        g = tl.where(x_hat * w[None, :] + b[None, :] > 0.0, g, 0.0)
-    return x_hat, g
-
-
-@triton.jit
-def _backward_partials(
-    x_ptr,
-    g_ptr,
-    w_ptr,
-    b_ptr,
-    saved_mean_ptr,
-    saved_rstd_ptr,
-    sum_g_ptr,
-    sum_gx_ptr,
-    C,
-    HW,
-    CHUNK,
-    s_n,
-    s_c,
-    s_hw,
-    g_n,
-    g_c,
-    g_hw,
-    SPLIT,
-    AFFINE: tl.constexpr,
-    RELU: tl.constexpr,
-    BLOCK_HW: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    """Per chunk: sum(g) and sum(g * x_hat), g the upstream gradient through the ReLU's mask."""
-    n, cb, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    mean = tl.load(saved_mean_ptr + n * C + c, mask=c_mask, other=0.0)
-    rstd = tl.load(saved_rstd_ptr + n * C + c, mask=c_mask, other=0.0)
-    w, b = _affine(w_ptr, b_ptr, c, c_mask, AFFINE, BLOCK_C)
-    sum_g = tl.zeros([BLOCK_C], tl.float32)
-    sum_gx = tl.zeros([BLOCK_C], tl.float32)
-    lo = s * CHUNK
-    hi = tl.minimum(lo + CHUNK, HW)
-    for start in range(lo, hi, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < hi)[:, None] & c_mask[None, :]
-        x = tl.load(x_ptr + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=mask, other=0.0)
-        g = tl.load(g_ptr + n * g_n + hw[:, None] * g_hw + c[None, :] * g_c, mask=mask, other=0.0)
-        x_hat, g = _x_hat_and_grad(x, g, mean, rstd, w, b, RELU)
-        sum_g += tl.sum(g, axis=0)
-        sum_gx += tl.sum(g * x_hat, axis=0)
-    out = (n * C + c) * SPLIT + s
-    tl.store(sum_g_ptr + out, sum_g, mask=c_mask)
-    tl.store(sum_gx_ptr + out, sum_gx, mask=c_mask)
-
-
-@triton.jit
-def _backward_dx(
-    x_ptr,
-    g_ptr,
-    w_ptr,
-    b_ptr,
-    saved_mean_ptr,
-    saved_rstd_ptr,
-    sum_g_ptr,
-    sum_gx_ptr,
-    C,
-    HW,
-    CHUNK,
-    s_n,
-    s_c,
-    s_hw,
-    g_n,
-    g_c,
-    g_hw,
-    SPLIT,
-    dx_ptr,  # the arguments up to here are _backward_partials', in its order
-    d_n,
-    d_c,
-    d_hw,
-    AFFINE: tl.constexpr,
-    RELU: tl.constexpr,
-    BLOCK_HW: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    SPLIT_P2: tl.constexpr,
-):
-    """dx = rstd * w * (g - mean(g) - x_hat * mean(g * x_hat)), means over the plane."""
-    n, cb, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    sp = tl.arange(0, SPLIT_P2)
-    offs = (n * C + c)[None, :] * SPLIT + sp[:, None]
-    pmask = (sp < SPLIT)[:, None] & c_mask[None, :]
-    mean_g = tl.sum(tl.load(sum_g_ptr + offs, mask=pmask, other=0.0), axis=0) / HW
-    mean_gx = tl.sum(tl.load(sum_gx_ptr + offs, mask=pmask, other=0.0), axis=0) / HW
-    mean = tl.load(saved_mean_ptr + n * C + c, mask=c_mask, other=0.0)
-    rstd = tl.load(saved_rstd_ptr + n * C + c, mask=c_mask, other=0.0)
-    w, b = _affine(w_ptr, b_ptr, c, c_mask, AFFINE, BLOCK_C)
-    scale = rstd * w
-    lo = s * CHUNK
-    hi = tl.minimum(lo + CHUNK, HW)
-    for start in range(lo, hi, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < hi)[:, None] & c_mask[None, :]
-        x = tl.load(x_ptr + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=mask, other=0.0)
-        g = tl.load(g_ptr + n * g_n + hw[:, None] * g_hw + c[None, :] * g_c, mask=mask, other=0.0)
-        x_hat, g = _x_hat_and_grad(x, g, mean, rstd, w, b, RELU)
-        dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
-        tl.store(dx_ptr + n * d_n + hw[:, None] * d_hw + c[None, :] * d_c, dx, mask=mask)
-
-
 def _nc_hw_strides(t: torch.Tensor) -> tuple[int, int, int]:
-    """(stride_n, stride_c, stride_hw) of an (N, C, H, W) tensor whose H*W positions are evenly spaced."""
+    """(stride_n, stride_c, stride_hw) of a host.readable (N, C, H, W) tensor."""
     return t.stride(0), t.stride(1), t.stride(3)
-
-
-def _readable(t: torch.Tensor) -> torch.Tensor:
-    """t itself when its (H, W) positions are evenly spaced (NCHW or channels-last), else a copy."""
-    _, _, H, W = t.shape
-    if t.stride(2) == W * t.stride(3) or H == 1:
-        return t
-    return t.contiguous()
 
 
 def _launch_config(x: torch.Tensor, split: int | None):
     N, C, H, W = x.shape
     HW = H * W
-    if (x.stride(1) == 1 and C > 1) or FEW_LARGE_TILES:  # channels-last: C is contiguous, tile wide in C
+    # channels-last: C is contiguous, tile wide in C. Under the interpreter, wide tiles everywhere.
+    if (x.stride(1) == 1 and C > 1) or host.FEW_LARGE_TILES:
         block_c = min(64, triton.next_power_of_2(C))
         block_hw = max(16, 2048 // block_c)
     else:  # NCHW: H*W is contiguous, tile long in H*W
@@ -329,7 +82,7 @@ def _forward(x, weight, bias, residual, relu, eps, cfg):
     f32 = dict(device=x.device, dtype=torch.float32)
     mean_p = torch.empty(N, C, cfg["split"], **f32)
     m2_p = torch.empty_like(mean_p)
-    _partial_stats[grid](
+    partial_stats[grid](
         x,
         mean_p,
         m2_p,
@@ -346,7 +99,7 @@ def _forward(x, weight, bias, residual, relu, eps, cfg):
     saved_rstd = torch.empty(N, C, **f32)
     affine = weight is not None
     r = residual if residual is not None else x
-    _normalize[grid](
+    normalize[grid](
         x,
         weight if affine else x,
         bias if affine else x,
@@ -375,6 +128,7 @@ def _forward(x, weight, bias, residual, relu, eps, cfg):
 
 
 def _backward(x, weight, bias, saved_mean, saved_rstd, grad_y, relu, cfg):
+    """dx, and the (C,) fp32 sums that are d(weight) (of g * x_hat) and d(bias) (of g)."""
     N, C, H, W = x.shape
     HW = H * W
     grid = (N, cfg["c_blocks"], cfg["split"])
@@ -386,37 +140,91 @@ def _backward(x, weight, bias, saved_mean, saved_rstd, grad_y, relu, cfg):
     args = (x, grad_y, w, b, saved_mean, saved_rstd, sum_g, sum_gx, C, HW, cfg["chunk"])
     args += (*_nc_hw_strides(x), *_nc_hw_strides(grad_y), cfg["split"])
     meta = dict(AFFINE=affine, RELU=relu, BLOCK_HW=cfg["block_hw"], BLOCK_C=cfg["block_c"])
-    _backward_partials[grid](*args, **meta)
+    backward_partials[grid](*args, **meta)
     dx = torch.empty_like(x)
-    _backward_dx[grid](*args, dx, *_nc_hw_strides(dx), **meta, SPLIT_P2=triton.next_power_of_2(cfg["split"]))
-    if not affine:
-        return dx, None, None
-    # d(weight) = sum over images and positions of g * x_hat; d(bias) = sum of g: (N, C, SPLIT) -> (C,)
-    return dx, sum_gx.sum((0, 2)).to(weight.dtype), sum_g.sum((0, 2)).to(bias.dtype)
+    backward_dx[grid](*args, dx, *_nc_hw_strides(dx), **meta, SPLIT_P2=triton.next_power_of_2(cfg["split"]))
+    return dx, sum_gx.sum((0, 2)), sum_g.sum((0, 2))  # (N, C, SPLIT) -> (C,)
 
 
-class InstanceNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, residual, relu, eps, split):
-        cfg = _launch_config(x, split)  # the backward launches over the same tiles and chunks
-        y, mean, rstd = _forward(x, weight, bias, residual, relu, eps, cfg)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
-        ctx.relu, ctx.cfg, ctx.has_residual = relu, cfg, residual is not None
-        ctx.residual_dtype = None if residual is None else residual.dtype
-        return y
+# Custom ops rather than torch.library.triton_op: Inductor treats a custom op as one opaque call with
+# the strides its fake implementation states, which works on every torch this project supports, on
+# GPUs and under Triton's CPU interpreter alike. triton_op/wrap_triton cannot take the interpreter's
+# kernels (torch 2.11 refuses them; 2.14 reads data pointers of fake tensors while tracing), and the
+# ops are already fused: there is nothing left for Inductor to fuse into them. needs_exact_strides:
+# a compiled graph hands the op its inputs with the strides eager mode would (NCHW or channels-last).
+@torch.library.custom_op("fastcycle::instance_norm", mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
+def _instance_norm_op(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    relu: bool,
+    eps: float,
+    split: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, rstd): y in x's layout, (N, C) fp32 statistics for the backward."""
+    x = host.readable(x)
+    residual = None if residual is None else host.readable(residual)
+    return _forward(x, weight, bias, residual, relu, eps, _launch_config(x, split))
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        grad_y = _readable(grad_y)
-        dx, dw, db = _backward(x, weight, bias, mean, rstd, grad_y, ctx.relu, ctx.cfg)
-        d_residual = grad_y.to(ctx.residual_dtype) if ctx.has_residual else None  # the add passes g through
-        return dx, dw, db, d_residual, None, None, None
+
+@_instance_norm_op.register_fake
+def _(x, weight, bias, residual, relu, eps, split):
+    N, C = x.shape[:2]
+    stats = dict(device=x.device, dtype=torch.float32)
+    return torch.empty_like(host.readable(x)), torch.empty(N, C, **stats), torch.empty(N, C, **stats)
 
 
-# torch.compile runs this eagerly, between compiled regions: registering the kernels as
-# torch.library.triton_op ops would let Inductor place them in its graphs (not done yet).
-@torch.compiler.disable
+@torch.library.custom_op(
+    "fastcycle::instance_norm_backward", mutates_args=(), tags=(torch.Tag.needs_exact_strides,)
+)
+def _instance_norm_backward_op(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    grad_y: torch.Tensor,
+    relu: bool,
+    split: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx in x's layout, (C,) fp32 d(weight), (C,) fp32 d(bias)); the sums are made with or without
+    affine parameters, and dropped by the autograd formula without."""
+    x = host.readable(x)
+    cfg = _launch_config(x, split)  # the forward's tiles: x is the same tensor
+    return _backward(x, weight, bias, mean, rstd, host.readable(grad_y), relu, cfg)
+
+
+@_instance_norm_backward_op.register_fake
+def _(x, weight, bias, mean, rstd, grad_y, relu, split):
+    C = x.shape[1]
+    sums = dict(device=x.device, dtype=torch.float32)
+    return torch.empty_like(host.readable(x)), torch.empty(C, **sums), torch.empty(C, **sums)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, residual, relu, _eps, split = inputs
+    _, mean, rstd = output
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+    ctx.relu, ctx.split = relu, split
+    ctx.residual_dtype = None if residual is None else residual.dtype
+
+
+def _instance_norm_grad(ctx, grad_y, _grad_mean, _grad_rstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dw, db = _instance_norm_backward_op(x, weight, bias, mean, rstd, grad_y, ctx.relu, ctx.split)
+    if weight is None:
+        dw = db = None
+    else:
+        dw, db = dw.to(weight.dtype), db.to(bias.dtype)
+    d_residual = None if ctx.residual_dtype is None else grad_y.to(ctx.residual_dtype)  # the add passes g
+    return dx, dw, db, d_residual, None, None, None
+
+
+_instance_norm_op.register_autograd(_instance_norm_grad, setup_context=_setup_context)
+
+
 def instance_norm(x, weight=None, bias=None, residual=None, relu=False, eps=1e-5, split=None):
     """Fused `[relu](instance_norm(x) [* weight + bias]) [+ residual]` for (N, C, H, W) input.
 
@@ -429,6 +237,4 @@ def instance_norm(x, weight=None, bias=None, residual=None, relu=False, eps=1e-5
         raise ValueError("instance_norm takes both weight and bias, or neither")
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"residual shape {tuple(residual.shape)} != input shape {tuple(x.shape)}")
-    x = _readable(x)
-    residual = None if residual is None else _readable(residual)
-    return InstanceNormFunction.apply(x, weight, bias, residual, relu, eps, split)
+    return _instance_norm_op(x, weight, bias, residual, relu, eps, split)[0]

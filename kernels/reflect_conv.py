@@ -15,21 +15,17 @@ still work (a K tile then spans several kernel taps).
 
 Backward uses cuDNN through `aten.convolution_backward` on the padded input (materialised only there)
 and folds the padding's gradient back with `aten.reflection_pad2d_backward`: correct, not fused.
-"""
 
-import os
+The op is a custom op (`fastcycle::reflect_conv2d`, see instance_norm.py for why not triton_op) with a
+fake implementation and an autograd formula, so torch.compile traces through it.
+"""
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-# Triton's CPU interpreter multiplies bf16 operands of tl.dot as raw bit patterns (triton-lang/triton#11584,
-# "not supported yet"); under it, bf16 tiles are widened to fp32 first. GPUs never take this path.
-# There, too, each program costs milliseconds of Python: FEW_LARGE_TILES picks few, large tiles (the
-# tests switch it off to run the GPU's tile shapes).
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-FEW_LARGE_TILES = _INTERPRETED
+from fastcycle.kernels import host
 
 
 def reflect_conv2d_reference(x, weight, bias=None, padding=1, stride=1):
@@ -121,7 +117,7 @@ def _pack_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _block_sizes(M: int, C_out: int, K: int, dtype: torch.dtype):
-    if FEW_LARGE_TILES:  # each program costs milliseconds of Python there: few, large tiles
+    if host.FEW_LARGE_TILES:  # each program costs milliseconds of Python there: few, large tiles
         return 256, min(64, max(16, triton.next_power_of_2(C_out))), 64
     # 64x64 output tiles with 32-deep K steps keep a bf16 tile pair in 8 KB of shared memory and give
     # 4096 x 256 / (64*64) = 256 programs for a batch-1 residual conv: two waves on 132 SMs.
@@ -132,14 +128,20 @@ def _block_sizes(M: int, C_out: int, K: int, dtype: torch.dtype):
     return block_m, block_n, block_k
 
 
-def _forward(x, weight, bias, padding, stride):
-    N, C_in, H, W = x.shape
+def _empty_output(x: torch.Tensor, weight: torch.Tensor, padding: int, stride: int) -> torch.Tensor:
+    """(N, C_out, Ho, Wo) in x's dtype and layout: what the kernel writes, and what the fake op states."""
+    N, _, H, W = x.shape
     C_out, _, KH, KW = weight.shape
     Ho = (H + 2 * padding - KH) // stride + 1
     Wo = (W + 2 * padding - KW) // stride + 1
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    y = torch.empty(N, C_out, Ho, Wo, device=x.device, dtype=x.dtype, memory_format=layout)
+    return torch.empty(N, C_out, Ho, Wo, device=x.device, dtype=x.dtype, memory_format=host.memory_format(x))
+
+
+def _forward(x, weight, bias, padding, stride):
+    N, C_in, H, W = x.shape
+    C_out, _, KH, KW = weight.shape
+    y = _empty_output(x, weight, padding, stride)
+    Ho, Wo = y.shape[2:]
     M, K = N * Ho * Wo, KH * KW * C_in
     block_m, block_n, block_k = _block_sizes(M, C_out, K, x.dtype)
     grid = (triton.cdiv(M, block_m), triton.cdiv(C_out, block_n))
@@ -164,7 +166,9 @@ def _forward(x, weight, bias, padding, stride):
         HAS_BIAS=bias is not None,
         # fp32 inputs follow cuDNN's setting, so the switch does not change fp32 numerics.
         ALLOW_TF32=x.dtype != torch.float32 or (torch.backends.cudnn.allow_tf32 and x.is_cuda),
-        UPCAST=_INTERPRETED and x.dtype == torch.bfloat16,
+        # Triton's CPU interpreter multiplies bf16 operands of tl.dot as raw bit patterns
+        # (triton-lang/triton#11584, "not supported yet"): there, bf16 tiles are widened to fp32 first.
+        UPCAST=host.INTERPRETED and x.dtype == torch.bfloat16,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
@@ -176,39 +180,49 @@ def _nhwc_strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
 
 
-class ReflectConvFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding, stride):
-        ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.stride, ctx.has_bias = padding, stride, bias is not None
-        return _forward(x, weight, bias, padding, stride)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        p = ctx.padding
-        x_pad = F.pad(x, (p,) * 4, mode="reflect")
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x_pad, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_y.to(x.dtype),
-            x_pad,
-            weight,
-            [weight.shape[0]] if ctx.has_bias else None,
-            [ctx.stride] * 2,
-            [0, 0],
-            [1, 1],
-            False,
-            [0, 0],
-            1,
-            [need_x, need_w, need_b and ctx.has_bias],
-        )
-        grad_x = torch.ops.aten.reflection_pad2d_backward(grad_x_pad, x, [p] * 4) if need_x else None
-        return grad_x, grad_w, grad_b, None, None
+@torch.library.custom_op("fastcycle::reflect_conv2d", mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
+def _reflect_conv_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, stride: int
+) -> torch.Tensor:
+    return _forward(host.readable(x), weight, bias, padding, stride)
 
 
-# torch.compile runs this eagerly, between compiled regions: registering the kernels as
-# torch.library.triton_op ops would let Inductor place them in its graphs (not done yet).
-@torch.compiler.disable
+@_reflect_conv_op.register_fake
+def _(x, weight, bias, padding, stride):
+    return _empty_output(host.readable(x), weight, padding, stride)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, padding, stride = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.padding, ctx.stride, ctx.has_bias = padding, stride, bias is not None
+
+
+def _reflect_conv_grad(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    p = ctx.padding
+    x_pad = F.pad(x, (p,) * 4, mode="reflect")
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grad_x_pad, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        grad_y.to(x.dtype),
+        x_pad,
+        weight,
+        [weight.shape[0]] if ctx.has_bias else None,
+        [ctx.stride] * 2,
+        [0, 0],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [need_x, need_w, need_b and ctx.has_bias],
+    )
+    grad_x = torch.ops.aten.reflection_pad2d_backward(grad_x_pad, x, [p] * 4) if need_x else None
+    return grad_x, grad_w, grad_b, None, None
+
+
+_reflect_conv_op.register_autograd(_reflect_conv_grad, setup_context=_setup_context)
+
+
 def reflect_conv2d(x, weight, bias=None, padding=1, stride=1):
     """`conv2d(pad(x, padding, mode="reflect"), weight, bias, stride)` without the padded tensor.
 
@@ -221,6 +235,4 @@ def reflect_conv2d(x, weight, bias=None, padding=1, stride=1):
         raise ValueError(f"reflection padding {padding} needs H and W > {padding}, got {tuple(x.shape[2:])}")
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         raise ValueError(f"reflect_conv2d: dtypes differ (input {x.dtype}, weight {weight.dtype})")
-    if x.stride(2) != x.shape[3] * x.stride(3) and x.shape[2] > 1:
-        x = x.contiguous()
-    return ReflectConvFunction.apply(x, weight, bias, padding, stride)
+    return _reflect_conv_op(x, weight, bias, padding, stride)

@@ -15,7 +15,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from fastcycle.kernels import instance_norm as norm
+from fastcycle.kernels import instance_norm_kernels as norm
 from fastcycle.kernels import reflect_conv as conv
 
 TARGETS = {"sm_90": GPUTarget("cuda", 90, 32), "sm_80": GPUTarget("cuda", 80, 32)}
@@ -42,12 +42,12 @@ def _cases(dtype: str):
     block_k = 16 if dtype == "fp32" else 32
     nhwc, nchw = dict(BLOCK_HW=32, BLOCK_C=64), dict(BLOCK_HW=1024, BLOCK_C=1)
     return [
-        (norm._partial_stats, nhwc),
-        (norm._partial_stats, nchw),
-        (norm._normalize, dict(AFFINE=True, RELU=True, RESIDUAL=True, SPLIT_P2=8, **nhwc)),
-        (norm._normalize, dict(AFFINE=False, RELU=False, RESIDUAL=False, SPLIT_P2=64, **nchw)),
-        (norm._backward_partials, dict(AFFINE=True, RELU=True, **nhwc)),
-        (norm._backward_dx, dict(AFFINE=False, RELU=True, SPLIT_P2=16, **nchw)),
+        (norm.partial_stats, nhwc),
+        (norm.partial_stats, nchw),
+        (norm.normalize, dict(AFFINE=True, RELU=True, RESIDUAL=True, SPLIT_P2=8, **nhwc)),
+        (norm.normalize, dict(AFFINE=False, RELU=False, RESIDUAL=False, SPLIT_P2=64, **nchw)),
+        (norm.backward_partials, dict(AFFINE=True, RELU=True, **nhwc)),
+        (norm.backward_dx, dict(AFFINE=False, RELU=True, SPLIT_P2=16, **nchw)),
         (
             conv._reflect_conv_fwd,
             dict(STRIDE=1, PAD=1, KW=3, HAS_BIAS=True, ALLOW_TF32=dtype != "fp32", UPCAST=False)

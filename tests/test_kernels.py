@@ -8,8 +8,7 @@ and the reference.
 import pytest
 import torch
 
-from fastcycle.kernels import instance_norm as in_module
-from fastcycle.kernels import reflect_conv as conv_module
+from fastcycle.kernels import host
 from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
 from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 from tests.conftest import DEVICE
@@ -26,8 +25,7 @@ BF16_ROUNDING = 2**-8 if DEVICE.type == "cuda" else 2**-7
 @pytest.fixture(autouse=True)
 def gpu_tiles(monkeypatch):
     """Run the tile shapes a GPU runs, not the interpreter's few large tiles."""
-    monkeypatch.setattr(in_module, "FEW_LARGE_TILES", False)
-    monkeypatch.setattr(conv_module, "FEW_LARGE_TILES", False)
+    monkeypatch.setattr(host, "FEW_LARGE_TILES", False)
 
 
 def _grads(fn, inputs, grad_out, **kw):

@@ -111,16 +111,20 @@ def test_gpu_cache_gives_the_torch_loaders_exact_batches(dataset, tmp_path):
         )
 
 
-@pytest.mark.parametrize("policy", ["resize_and_crop", "scale_width", "none"])
-def test_loaders_agree_on_deterministic_preprocessing(tmp_path, policy):
-    # Smooth images (real photos are smooth at this scale), A as PNG, B as JPEG; serial order, no flip,
-    # and a crop as large as the resized image, so nothing random is left.
+def smooth_images(root) -> None:
+    """Three smooth 61x45 images per domain (real photos are smooth at this scale), A as PNG, B as JPEG."""
     yy, xx = np.mgrid[0:45, 0:61]
     for d, ext in (("trainA", "png"), ("trainB", "jpg")):
-        (tmp_path / d).mkdir()
+        (root / d).mkdir()
         for i in range(3):
             arr = np.stack([127 + 90 * np.sin(xx / (6 + i) + yy / 9), 127 + 90 * np.cos(yy / 5), 4 * xx], -1)
-            Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(tmp_path / d / f"{i}.{ext}")
+            Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(root / d / f"{i}.{ext}")
+
+
+@pytest.mark.parametrize("policy", ["resize_and_crop", "scale_width", "none"])
+def test_loaders_agree_on_deterministic_preprocessing(tmp_path, policy):
+    # Serial order, no flip, and a crop as large as the resized image, so nothing random is left.
+    smooth_images(tmp_path)
     kw = {"policy": policy, "load_size": 32, "crop_size": 32, "flip": False, "serial_batches": True}
     kw["batch_size"] = 1
     out = {name: batches(make_loader(tmp_path, name, tmp_path / name, **kw)) for name in LOADERS}

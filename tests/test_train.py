@@ -87,17 +87,6 @@ def test_channels_last_step_matches_contiguous():
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
 
 
-def test_compile_on_a_tiny_model_matches_eager():
-    losses = []
-    for compile_ in (False, True):
-        # No identity loss: the generators then see one batch shape, which halves the compile time.
-        cfg = tiny(compile=compile_, lambda_identity=0.0)
-        model = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
-        losses.append([model.train_step(*_batch(seed=s))["cycle_A"].item() for s in range(2)])
-    # Inductor fuses and reorders fp32 reductions; two steps keep the drift well under this.
-    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
-
-
 def test_fp16_uses_a_grad_scaler():
     model = CycleGAN(tiny(), CPU, resolve_precision(True, "fp16", CPU))
     assert model.scaler.is_enabled()

@@ -18,7 +18,7 @@ KERNELS = tuple(k for k in KERNEL_CHOICES if k != "auto")  # what a network is b
 
 
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype autocast would run a conv in: our autograd.Functions are invisible to autocast."""
+    """The dtype autocast would run a conv in: autocast does not cast the inputs of our custom ops."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype

@@ -71,7 +71,7 @@ class GANModel:
             for net in self.nets.values():
                 # In place, so state-dict keys stay free of `_orig_mod.`; static shapes, since a step
                 # uses just two batch sizes per network.
-                net.compile(dynamic=False)
+                net.compile(dynamic=False, fullgraph=True)
         # Under torchrun: DDP wrappers, called first in each backward pass (fastcycle.train.distributed).
         self.wrapped = wrap(self.nets, self.dist, device)
         self.last_skipped = torch.zeros((), dtype=torch.bool, device=device)
