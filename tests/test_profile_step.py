@@ -23,7 +23,8 @@ from benchmarks.profile_step import Kernel, category, render, summarize, union_u
         ("triton_tem_fused_convolution_0", "convolutions"),  # an inductor max-autotune template
         ("void at::native::batch_norm_collect_statistics_channels_last_kernel<float>", "norms"),
         ("cudnn::bn_fw_tr_1C11_kernel_NCHW<float, float, int, 512, true, 1, false>", "norms"),
-        ("_partial_stats", "norms"),  # fastcycle's instance norm
+        ("partial_stats", "norms"),  # fastcycle's instance norm
+        ("backward_partials", "norms"),
         ("triton_red_fused__native_batch_norm_legit_functional_relu_3", "norms"),
         ("triton_poi_fused_add_convolution_relu_4", "elementwise"),  # a conv's bias epilogue, not a conv
         ("void at::native::vectorized_elementwise_kernel<4, at::native::AbsFunctor<float>>", "elementwise"),
