@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
-from fastcycle.config import DataConfig, apply_overrides, cyclegan
+from fastcycle.config import DataConfig, apply_overrides
 from fastcycle.data.loader import Batch, LoaderSpec, build_loader
 from fastcycle.data.scan import scan_domain
+from fastcycle.presets import cyclegan
 from fastcycle.train import CycleGAN
 from fastcycle.train.runtime import resolve_precision
 

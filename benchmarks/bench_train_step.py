@@ -30,9 +30,10 @@ import pytest
 import torch
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
 from fastcycle.losses import gan_loss, l1
 from fastcycle.pool import ImagePool
+from fastcycle.presets import cyclegan
 from fastcycle.train import CycleGAN
 from fastcycle.train.flops import PEAK_BF16, step_flops
 from fastcycle.train.runtime import resolve_precision
@@ -182,8 +183,8 @@ FAMILY_CASES = [
 def test_family_step(benchmark, name):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fastcycle.config import PRESETS
     from fastcycle.data.loader import Batch
+    from fastcycle.presets import PRESETS
     from fastcycle.train.families import build_model
 
     _, preset, batch, size, overrides = next(c for c in FAMILY_CASES if c[0] == name)

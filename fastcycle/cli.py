@@ -6,18 +6,9 @@ import argparse
 import difflib
 import sys
 
-from fastcycle.config import (
-    GENERATORS,
-    KERNEL_CHOICES,
-    MODEL_PRESETS,
-    NORMS,
-    PRESETS,
-    apply_overrides,
-    field_index,
-    flag,
-    validate,
-)
+from fastcycle.config import GENERATORS, KERNEL_CHOICES, NORMS, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
+from fastcycle.presets import MODEL_PRESETS, PRESETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,8 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if default == "cyclegan" and not overrides.get("data"):
         default = "demo"
     preset = getattr(args, "preset", default)
-    cfg = validate(apply_overrides(PRESETS[preset](), overrides))
-    result = train(cfg)
+    result = train(apply_overrides(PRESETS[preset](), overrides))  # train() validates it
     if result.demo_psnr is not None:
         from fastcycle.data.demo import psnr_line
 

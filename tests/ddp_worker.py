@@ -9,9 +9,10 @@ import torch
 import torch.distributed as dist
 
 from fastcycle.checkpoint import digest
-from fastcycle.config import DataConfig, dcgan, pix2pix
+from fastcycle.config import DataConfig
 from fastcycle.data.loader import LoaderSpec, build_loader
 from fastcycle.data.scan import scan_domain
+from fastcycle.presets import dcgan, pix2pix
 from fastcycle.train.distributed import finish, init_distributed
 from fastcycle.train.families import build_model
 from fastcycle.train.runtime import resolve_precision

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 import fastcycle.train.loop as loop
 from fastcycle.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, save_checkpoint
-from fastcycle.config import apply_overrides, cyclegan, field_index, validate
+from fastcycle.config import apply_overrides, field_index, validate
 from fastcycle.errors import UserError
 from fastcycle.export.command import ExportRequest, run_export
+from fastcycle.presets import cyclegan
 from fastcycle.train import train
 from fastcycle.translate import load_generator
 from tests.test_train import tiny

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastcycle.config import apply_overrides, demo
+from fastcycle.config import apply_overrides
 from fastcycle.data import demo as demo_data
+from fastcycle.presets import demo
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.runtime import resolve_precision
 

@@ -19,11 +19,12 @@ from PIL import Image
 
 from fastcycle.checkpoint import load_checkpoint
 from fastcycle.cli import main
-from fastcycle.config import apply_overrides, dcgan, pix2pix, semi_supervised
+from fastcycle.config import apply_overrides
 from fastcycle.errors import UserError
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
+from fastcycle.presets import dcgan, pix2pix, semi_supervised
 from fastcycle.sample import generate, sample_noise
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.families import build_model

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks import results
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
+from fastcycle.presets import cyclegan
 from fastcycle.train import flops as flops_module
 from fastcycle.train import train
 from fastcycle.train.flops import step_flops

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from fastcycle.checkpoint import load_checkpoint
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
 from fastcycle.errors import UserError
+from fastcycle.presets import cyclegan
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.runtime import resolve_precision
 
