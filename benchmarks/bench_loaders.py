@@ -21,7 +21,8 @@ from PIL import Image
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
 from fastcycle.config import DataConfig, apply_overrides
-from fastcycle.data.loader import Batch, LoaderSpec, build_loader
+from fastcycle.data.contract import Batch, LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.presets import cyclegan
 from fastcycle.train import CycleGAN

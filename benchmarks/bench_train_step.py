@@ -183,7 +183,7 @@ FAMILY_CASES = [
 def test_family_step(benchmark, name):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fastcycle.data.loader import Batch
+    from fastcycle.data.contract import Batch
     from fastcycle.presets import PRESETS
     from fastcycle.train.families import build_model
 

@@ -10,7 +10,8 @@ import torch.distributed as dist
 
 from fastcycle.checkpoint import digest
 from fastcycle.config import DataConfig
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.presets import dcgan, pix2pix
 from fastcycle.train.distributed import finish, init_distributed

@@ -9,7 +9,8 @@ import torch
 
 from fastcycle.checkpoint import load_weights
 from fastcycle.config import DataConfig
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator

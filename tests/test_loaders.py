@@ -10,7 +10,8 @@ from PIL import Image
 
 import fastcycle.data.dali_loader as dali_loader
 from fastcycle.config import DataConfig
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.plan import epoch_plan, rank_positions
 from fastcycle.data.scan import scan_domain
 from fastcycle.data.transforms import to_uint8

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.folders import load_rgb, save_image
-from fastcycle.data.loader import Batch, LoaderSpec
 from fastcycle.data.scan import DomainScan
 from fastcycle.data.transforms import resize_size
 from fastcycle.errors import UserError

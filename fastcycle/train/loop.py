@@ -18,7 +18,8 @@ from tqdm import tqdm
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, newest_checkpoint, save_checkpoint
 from fastcycle.config import TrainConfig, validate
 from fastcycle.data import demo
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.train.distributed import DistInfo, any_rank, finish, init_distributed
