@@ -25,8 +25,8 @@ from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
-from fastcycle.train.runtime import resolve_precision
 
 IMAGES = 24 if SMOKE else 1024  # per domain
 SIZE = 48 if SMOKE else 256  # the stored JPEGs

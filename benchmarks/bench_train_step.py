@@ -34,9 +34,9 @@ from fastcycle.config import apply_overrides
 from fastcycle.losses import gan_loss, l1
 from fastcycle.pool import ImagePool
 from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
 from fastcycle.train.flops import PEAK_BF16, step_flops
-from fastcycle.train.runtime import resolve_precision
 
 SIZE = 32 if SMOKE else 256
 STEPS = 1 if SMOKE else 20  # iterations per timed round

@@ -47,7 +47,7 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
     """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity."""
     from fastcycle.export.onnx import export_onnx, metadata_for
     from fastcycle.export.parity import check_parity, parity_inputs
-    from fastcycle.train.runtime import resolve_device
+    from fastcycle.runtime import resolve_device
     from fastcycle.translate import load_generator
 
     if not (req.onnx or req.trt or req.aoti or req.safetensors):

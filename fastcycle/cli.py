@@ -209,7 +209,7 @@ def _generator_kw(args: argparse.Namespace) -> dict:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
+    from fastcycle.runtime import resolve_device, resolve_kernels, resolve_precision
     from fastcycle.translate import checkpoint_model, open_runner, translate_folder
 
     device = resolve_device(args.device)
@@ -255,8 +255,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from fastcycle.checkpoint import load_checkpoint
+    from fastcycle.runtime import resolve_device
     from fastcycle.sample import run_sample
-    from fastcycle.train.runtime import resolve_device
     from fastcycle.translate import generator_from_checkpoint
 
     state = load_checkpoint(args.checkpoint)

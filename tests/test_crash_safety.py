@@ -15,8 +15,8 @@ import torch
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, newest_checkpoint
 from fastcycle.errors import UserError
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from fastcycle.train.runtime import resolve_precision
 from tests.test_train import tiny
 
 CPU = torch.device("cpu")

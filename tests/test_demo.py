@@ -10,8 +10,8 @@ from PIL import Image
 from fastcycle.config import apply_overrides
 from fastcycle.data import demo as demo_data
 from fastcycle.presets import demo
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from fastcycle.train.runtime import resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -25,10 +25,10 @@ from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
 from fastcycle.presets import dcgan, pix2pix, semi_supervised
+from fastcycle.runtime import resolve_precision
 from fastcycle.sample import generate, sample_noise
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.families import build_model
-from fastcycle.train.runtime import resolve_precision
 from fastcycle.train.step import LOSS_NAMES
 from fastcycle.translate import load_generator, open_runner, translate_folder
 from tests.conftest import write_images

@@ -15,8 +15,8 @@ from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 from fastcycle.models.fused import FusedInstanceNorm2d, ReflectConv2d
+from fastcycle.runtime import resolve_kernels, resolve_precision
 from fastcycle.train import CycleGAN
-from fastcycle.train.runtime import resolve_kernels, resolve_precision
 from fastcycle.train.step import LOSS_NAMES
 from tests import reference
 from tests.conftest import DEVICE

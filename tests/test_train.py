@@ -9,8 +9,8 @@ from fastcycle.checkpoint import load_checkpoint
 from fastcycle.config import apply_overrides
 from fastcycle.errors import UserError
 from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from fastcycle.train.runtime import resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -107,7 +107,7 @@ def test_fp16_uses_a_grad_scaler():
 
 
 def test_amp_on_a_cpu_without_native_bf16_says_fp32(monkeypatch):
-    import fastcycle.train.runtime as rt
+    import fastcycle.runtime as rt
 
     monkeypatch.setattr(rt, "cpu_has_fast_bf16", lambda: False)
     p = rt.resolve_precision(True, "auto", CPU)

@@ -10,9 +10,9 @@ import torch
 from fastcycle.config import TrainConfig
 from fastcycle.losses import gan_loss
 from fastcycle.models import build_discriminator, build_generator
+from fastcycle.runtime import Precision
 from fastcycle.train.distributed import DistInfo
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
 from fastcycle.train.samples import save_noise_grid
 
 N_SAMPLES = 64  # the fixed noise batch of the sample grids (8 x 8)

@@ -7,8 +7,8 @@ import torch
 from fastcycle.config import TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.models import N_BLOCKS
+from fastcycle.runtime import Precision
 from fastcycle.train.distributed import DistInfo
-from fastcycle.train.runtime import Precision
 
 
 def model_kernels(cfg: TrainConfig, kernels: str, note: str) -> tuple[str, str]:

@@ -17,9 +17,9 @@ from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights,
 from fastcycle.config import TrainConfig, parse_label_smoothing
 from fastcycle.errors import UserError
 from fastcycle.losses import gradient_penalty
+from fastcycle.runtime import Precision
 from fastcycle.train.distributed import DistInfo, any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
-from fastcycle.train.runtime import Precision
 from fastcycle.train.schedule import build_scheduler, step_scheduler
 
 

@@ -22,10 +22,10 @@ from fastcycle.data.contract import LoaderSpec
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
+from fastcycle.runtime import resolve_kernels, resolve_precision
 from fastcycle.train.distributed import DistInfo, any_rank, finish, init_distributed
 from fastcycle.train.families import build_model, model_kernels
 from fastcycle.train.flops import peak_flops, step_flops
-from fastcycle.train.runtime import resolve_kernels, resolve_precision
 
 
 @dataclass

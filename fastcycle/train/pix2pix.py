@@ -12,9 +12,9 @@ import torch
 from fastcycle.config import TrainConfig
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator
+from fastcycle.runtime import Precision
 from fastcycle.train.distributed import DistInfo
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
 from fastcycle.train.samples import save_paired_grid
 
 

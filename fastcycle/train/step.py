@@ -16,9 +16,9 @@ from fastcycle.config import TrainConfig
 from fastcycle.losses import class_loss, gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator
 from fastcycle.pool import ImagePool
+from fastcycle.runtime import Precision
 from fastcycle.train.distributed import DistInfo
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
 from fastcycle.train.samples import save_cycle_grid
 
 LOSS_NAMES = ("D_A", "G_BA", "cycle_A", "idt_A", "D_B", "G_AB", "cycle_B", "idt_B")
