@@ -82,5 +82,64 @@ def test_no_import_circle():
     assert cycles(graph) == []
 
 
+# docs/ARCHITECTURE.md's layers, bottom up: a module imports from its own layer or the ones below. In
+# "applications" each of the three stands alone: training, translation and sampling share only what
+# lies below them.
+LAYERS = [
+    (
+        "foundation",
+        ["fastcycle", "fastcycle.errors", "fastcycle.atomic", "fastcycle.config", "fastcycle.presets"],
+    ),
+    ("kernels", ["fastcycle.kernels"]),
+    ("models", ["fastcycle.models", "fastcycle.runtime"]),
+    (
+        "components",
+        [
+            "fastcycle.losses",
+            "fastcycle.pool",
+            "fastcycle.data",
+            "fastcycle.checkpoint",
+            "fastcycle.trained",
+            "fastcycle.runner",
+            "fastcycle.gallery",
+            "fastcycle.plot",
+        ],
+    ),
+    ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),
+    ("export", ["fastcycle.export"]),
+    ("command", ["fastcycle.cli", "fastcycle.__main__"]),
+]
+
+
+def place(module: str) -> tuple[int, str]:
+    """(layer index, group) of a module: the longest group name it is or lies under."""
+    hits = [
+        (len(group), i, group)
+        for i, (_, groups) in enumerate(LAYERS)
+        for group in groups
+        if module == group or module.startswith(group + ".")
+    ]
+    assert hits, f"{module} is in no layer of docs/ARCHITECTURE.md; add it to LAYERS and to the document"
+    _, layer, group = max(hits)
+    return layer, group
+
+
+def test_each_layer_imports_only_its_own_and_the_ones_below():
+    wrong = []
+    for module, targets in import_graph().items():
+        layer, group = place(module)
+        for target in targets:
+            t_layer, t_group = place(target)
+            sibling = LAYERS[layer][0] == "applications" and t_layer == layer and t_group != group
+            if t_layer > layer or sibling:
+                wrong.append(f"{module} -> {target}")
+    assert wrong == []
+
+
+def test_the_layer_check_can_fail():
+    assert place("fastcycle.export.command") > place("fastcycle.translate") > place("fastcycle.trained")
+    assert place("fastcycle.train.loop")[1] != place("fastcycle.translate")[1]
+
+
 def test_the_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

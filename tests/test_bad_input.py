@@ -15,7 +15,7 @@ from fastcycle.errors import UserError
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.presets import cyclegan
 from fastcycle.train import train
-from fastcycle.translate import load_generator
+from fastcycle.trained import load_generator
 from tests.test_train import tiny
 
 SCALARS = [st.integers(-(10**6), 10**6), st.floats(), st.text(max_size=8), st.booleans(), st.none()]
@@ -117,8 +117,8 @@ def test_any_command_line_parses_or_gives_one_user_error(argv):
 
 
 def test_translate_outputs_stay_inside_the_output_folder_whatever_the_names(tmp_path):
-    from fastcycle.export.runner import TorchRunner
     from fastcycle.models import build_generator
+    from fastcycle.runner import TorchRunner
     from fastcycle.translate import translate_folder
     from tests.conftest import write_images
 

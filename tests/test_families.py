@@ -21,6 +21,7 @@ from fastcycle.checkpoint import load_checkpoint
 from fastcycle.cli import main
 from fastcycle.config import apply_overrides
 from fastcycle.errors import UserError
+from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
@@ -30,7 +31,8 @@ from fastcycle.sample import generate, sample_noise
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.families import build_model
 from fastcycle.train.step import LOSS_NAMES
-from fastcycle.translate import load_generator, open_runner, translate_folder
+from fastcycle.trained import load_generator
+from fastcycle.translate import translate_folder
 from tests.conftest import write_images
 from tests.test_train import _batch, tiny
 from tests.toy_data import BACKGROUND, write_discs, write_pix2pix, write_striped_domains
