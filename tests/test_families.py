@@ -365,10 +365,10 @@ def test_a_batch_without_labels_has_a_zero_class_loss():
     labels = (torch.tensor([-1, -1, 0, 1]), torch.tensor([-1, -1, 1, 0]))
     model = build_model(cfg, CPU, FP32, labels=labels, n_classes=2)
     a, b = _batch()
-    unlabelled = model.train_step(a, b, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    unlabelled, _ = model.train_step(a, b, torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert all(torch.isfinite(v) for v in unlabelled.values())
     assert unlabelled["cls_A"] == 0 and unlabelled["cls_B"] == 0 and unlabelled["G_cls"] == 0
-    labelled = model.train_step(a, b, torch.tensor([2, 3]), torch.tensor([2, 3]))
+    labelled, _ = model.train_step(a, b, torch.tensor([2, 3]), torch.tensor([2, 3]))
     assert labelled["cls_A"] > 0 and labelled["cls_B"] > 0 and labelled["G_cls"] > 0  # so it can fail
 
 
@@ -378,7 +378,7 @@ def test_a_batch_without_labels_has_a_zero_class_loss():
 def _wgangp_step(**overrides):
     model = CycleGAN(tiny(gan_mode="wgangp", **overrides), CPU, FP32)
     torch.manual_seed(1)  # the same interpolation weights in both runs
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     grads = {k: [p.grad.clone() for p in net.parameters()] for k, net in model.nets.items()}
     return losses, grads
 
@@ -400,7 +400,7 @@ def test_wgangp_with_compiled_networks():
     # No identity loss: each generator sees one batch shape, which halves the compile time.
     model = CycleGAN(tiny(gan_mode="wgangp", compile=True, lambda_identity=0.0), CPU, FP32)
     before = [p.detach().clone() for p in model.D_A.parameters()]
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     assert all(torch.isfinite(v) for v in losses.values()) and losses["gp_A"] > 0 and losses["gp_B"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.D_A.parameters(), strict=True))
 

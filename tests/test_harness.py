@@ -61,7 +61,7 @@ def test_results_file_has_the_schema_and_a_gpu_dated_name(tmp_path):
 def test_training_logs_mfu_where_a_peak_is_known(dataset, tmp_path, monkeypatch):
     # CPUs have no peak to quote (peak_flops is None there); pretend this one has 1 TFLOP/s.
     monkeypatch.setattr(flops_module, "peak_flops", lambda device: 1e12)
-    monkeypatch.setattr("fastcycle.train.loop.peak_flops", lambda device: 1e12)
+    monkeypatch.setattr("fastcycle.train.metrics.peak_flops", lambda device: 1e12)
     cfg = tiny(data=str(dataset), out=str(tmp_path / "run"), max_steps=2)
     lines = train(cfg).losses
     per_pair = step_flops(cfg)

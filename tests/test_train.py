@@ -51,7 +51,7 @@ def test_step_updates_all_networks_with_finite_losses(amp_dtype, lambda_identity
     cfg = tiny(lambda_identity=lambda_identity)
     model = CycleGAN(cfg, CPU, resolve_precision(False, amp_dtype, CPU))
     before = {k: [p.clone() for p in net.parameters()] for k, net in model.nets.items()}
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     expected = {"G_AB", "G_BA", "cycle_A", "cycle_B", "D_A", "D_B"} | (
         {"idt_A", "idt_B"} if lambda_identity else set()
     )
@@ -83,7 +83,7 @@ def test_channels_last_step_matches_contiguous():
         a, b = _batch()
         if cl:
             a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
-        runs.append([model.train_step(a, b)["cycle_A"].item() for _ in range(3)])
+        runs.append([model.train_step(a, b)[0]["cycle_A"].item() for _ in range(3)])
     # Same math in another memory layout: only the conv algorithms' summation order differs.
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
 
@@ -94,7 +94,7 @@ def test_compile_on_a_tiny_model_matches_eager():
         # No identity loss: the generators then see one batch shape, which halves the compile time.
         cfg = tiny(compile=compile_, lambda_identity=0.0)
         model = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
-        losses.append([model.train_step(*_batch(seed=s))["cycle_A"].item() for s in range(2)])
+        losses.append([model.train_step(*_batch(seed=s))[0]["cycle_A"].item() for s in range(2)])
     # Inductor fuses and reorders fp32 reductions; two steps keep the drift well under this.
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
 
@@ -102,7 +102,7 @@ def test_compile_on_a_tiny_model_matches_eager():
 def test_fp16_uses_a_grad_scaler():
     model = CycleGAN(tiny(), CPU, resolve_precision(True, "fp16", CPU))
     assert model.scaler.is_enabled()
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     assert all(torch.isfinite(v) for v in losses.values())
 
 
