@@ -25,6 +25,7 @@ PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", 
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
 DIRECTIONS = ("AtoB", "BtoA")
+CYCLE_GENERATORS = {"AtoB": "G_AB", "BtoA": "G_BA"}  # the CycleGAN generator that translates each way
 AMP_DTYPES = ("auto", "bf16", "fp16")
 KERNEL_CHOICES = ("auto", "torch", "triton")
 LOADERS = ("auto", "torch", "dali", "gpu-cache")

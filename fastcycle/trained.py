@@ -25,7 +25,7 @@ from torch import nn
 
 from fastcycle.atomic import write_atomic
 from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, check_checkpoint, load_weights, safe_load
-from fastcycle.config import DIRECTIONS, ModelConfig, TrainConfig
+from fastcycle.config import CYCLE_GENERATORS, DIRECTIONS, ModelConfig, TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 
@@ -114,7 +114,7 @@ def generator_from_checkpoint(state: dict, direction: str, kernels: str, source:
     (one direction, the one it was trained for), DCGAN's G (noise -> image, for `fastcycle sample`)."""
     m = TrainConfig.from_dict(state["config"]).model
     if m.model == "cycle_gan":
-        name = "G_AB" if direction == "AtoB" else "G_BA"
+        name = CYCLE_GENERATORS[direction]
     elif direction != "AtoB":
         raise UserError(
             f"{source} is a {m.model} run, whose generator works one way (pix2pix: --direction at "

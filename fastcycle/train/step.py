@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastcycle.config import ModelConfig, TrainConfig
+from fastcycle.config import CYCLE_GENERATORS, ModelConfig, TrainConfig
 from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.losses import class_loss, gan_loss, l1
-from fastcycle.models import build_discriminator, build_generator
+from fastcycle.models import build_discriminator, build_generator, eval_mode
 from fastcycle.pool import ImagePool
 from fastcycle.runtime import Precision
 from fastcycle.train.data import DataSource, class_labels, log_scans, spec_fields
@@ -85,7 +85,7 @@ class CycleGAN(GANModel):
         return DataSource(root, loader, note, labels, n_classes)
 
     def generator_name(self, direction: str) -> str:
-        return "G_AB" if direction == "AtoB" else "G_BA"
+        return CYCLE_GENERATORS[direction]
 
     def _labels(self, table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         # The index batch is pinned (torch loader) or already on the device (gpu-cache): no sync.
@@ -176,12 +176,8 @@ class CycleGAN(GANModel):
     def classify(self, domain: str, images: torch.Tensor) -> torch.Tensor:
         """--aux-classifier: class logits of `images` by the domain's discriminator head, in eval mode."""
         net = self.nets["D_A" if domain == "A" else "D_B"]
-        was = net.training
-        net.eval()
-        try:
+        with eval_mode(net):
             return net(images)[1].float()
-        finally:
-            net.train(was)
 
     def save_samples(self, inputs: tuple, path) -> np.ndarray:
         return save_cycle_grid(self, *inputs, path)
