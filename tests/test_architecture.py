@@ -103,6 +103,7 @@ LAYERS = [
             "fastcycle.runner",
             "fastcycle.gallery",
             "fastcycle.plot",
+            "fastcycle.noise",
         ],
     ),
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),

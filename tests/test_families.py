@@ -25,9 +25,10 @@ from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
+from fastcycle.noise import sample_noise
 from fastcycle.presets import dcgan, pix2pix, semi_supervised
 from fastcycle.runtime import resolve_precision
-from fastcycle.sample import generate, sample_noise
+from fastcycle.sample import generate
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.families import build_model
 from fastcycle.train.step import LOSS_NAMES
