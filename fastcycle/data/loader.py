@@ -10,6 +10,7 @@ All three honour fastcycle.data.contract (LoaderSpec in, Batches out, exact resu
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,9 +35,14 @@ def dali_available() -> bool:
 
 
 def build_loader(
-    cfg: DataConfig, spec: LoaderSpec, work_dir: Path, state: dict | None = None
+    cfg: DataConfig,
+    spec: LoaderSpec,
+    work_dir: Path,
+    state: dict | None = None,
+    say: Callable[[str], object] = print,
 ) -> tuple[Loader, str]:
-    """(loader, note): the `--loader` choice built for `spec`; `auto` says what it picked and why."""
+    """(loader, note): the `--loader` choice built for `spec`; `auto` says what it picked and why.
+    state: a resumed run's loader state; say: where a loader's remark about it goes (the run log)."""
     from fastcycle.data import gpu_cache
 
     check_spec(spec)
@@ -57,7 +63,7 @@ def build_loader(
     elif choice == "dali":
         from fastcycle.data.dali_loader import DaliLoader  # imports DALI (half a second): only when used
 
-        loader = DaliLoader(spec, work_dir, cfg.num_workers, cfg.prefetch, state)
+        loader = DaliLoader(spec, work_dir, cfg.num_workers, cfg.prefetch, state, say)
     else:
         from fastcycle.data.torch_loader import TorchLoader
         from fastcycle.data.unaligned import UnalignedDataset

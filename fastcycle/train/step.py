@@ -26,6 +26,7 @@ from fastcycle.train.data import DataSource, class_labels, log_scans, spec_field
 from fastcycle.train.distributed import DistInfo
 from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
+from fastcycle.train.runlog import log
 from fastcycle.train.samples import save_cycle_grid
 
 LOSS_NAMES = ("D_A", "G_BA", "cycle_A", "idt_A", "D_B", "G_AB", "cycle_B", "idt_B")
@@ -81,7 +82,7 @@ class CycleGAN(GANModel):
         log_scans(scans)
         labels, n_classes = class_labels(cfg, scans) if cfg.model.aux_classifier else (None, 0)
         spec = LoaderSpec(*scans, **spec_fields(cfg, env))
-        loader, note = build_loader(cfg.data, spec, env.run_dir, state.get("loader") if state else None)
+        loader, note = build_loader(cfg.data, spec, env.run_dir, state.get("loader") if state else None, log)
         return DataSource(root, loader, note, labels, n_classes)
 
     def generator_name(self, direction: str) -> str:
