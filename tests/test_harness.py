@@ -15,7 +15,7 @@ from tests.test_train import tiny
 
 
 def test_step_flops_match_the_design_arithmetic():
-    # DESIGN.md: ~1.88 TFLOP per image pair at 256x256, resnet_9blocks, identity loss on.
+    # docs/ARCHITECTURE.md: ~1.88 TFLOP per image pair at 256x256, resnet_9blocks, identity loss on.
     assert step_flops(cyclegan()) == pytest.approx(1.88e12, rel=0.005)
     # Identity off drops two of the six generator passes (each forward + backward, 3 forward-costs):
     # 12 of 18 generator units remain, beside about one unit of discriminator work.

@@ -15,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from fastcycle.config import TrainConfig
 from fastcycle.models import build_discriminator, build_generator
 
-# Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against. DESIGN.md: H100 ~790 measured
-# (SXM datasheet 989); the H200 has the same compute. Others: datasheet dense bf16.
+# Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against (docs/ARCHITECTURE.md): H100 ~790
+# measured (SXM datasheet 989); the H200 has the same compute. Others: datasheet dense bf16.
 PEAK_BF16 = {"H100": 790e12, "H200": 790e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 
 

@@ -20,8 +20,10 @@ from fastcycle.data.contract import Batch
 from fastcycle.errors import UserError
 from fastcycle.losses import gradient_penalty
 from fastcycle.runtime import Precision
+from fastcycle.train.data import DataSource
 from fastcycle.train.distributed import DistInfo, any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
+from fastcycle.train.env import RunEnv
 from fastcycle.train.schedule import build_scheduler, step_scheduler
 
 
@@ -84,6 +86,12 @@ class GANModel:
 
     def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         """The family's freshly initialised networks by name (generators and discriminators)."""
+        raise NotImplementedError
+
+    @classmethod
+    def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+        """Scan the family's data under `root`, log what the scan found, and build its loader (`state`: a
+        resumed checkpoint, whose loader position the loader may continue from)."""
         raise NotImplementedError
 
     def _params(self, names: tuple[str, ...]):
