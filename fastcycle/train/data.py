@@ -8,6 +8,7 @@ below. What they share lives here: the dataset root (the built-in demo, built on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def torch_loader_only(cfg: TrainConfig) -> None:
         )
 
 
-def log_scans(scans: list[DomainScan], unmatched: list[str] = ()) -> None:
+def log_scans(scans: list[DomainScan], unmatched: Sequence[str] = ()) -> None:
     """One line per scanned folder; the run log names every skipped, converted and unmatched file."""
     for scan in scans:
         log(f"data: {scan.summary()}")
