@@ -20,11 +20,13 @@ import torch
 from PIL import Image
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
-from fastcycle.config import DataConfig, apply_overrides, cyclegan
-from fastcycle.data.loader import Batch, LoaderSpec, build_loader
+from fastcycle.config import DataConfig, apply_overrides
+from fastcycle.data.contract import Batch, LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
+from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
-from fastcycle.train.runtime import resolve_precision
 
 IMAGES = 24 if SMOKE else 1024  # per domain
 SIZE = 48 if SMOKE else 256  # the stored JPEGs

@@ -31,12 +31,13 @@ import pytest
 import torch
 
 from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
 from fastcycle.losses import gan_loss, l1
 from fastcycle.pool import ImagePool
+from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
 from fastcycle.train.flops import peak_flops, step_flops
-from fastcycle.train.runtime import resolve_precision
 
 SIZE = 32 if SMOKE else 256
 STEPS = 1 if SMOKE else 20  # iterations per timed round
@@ -185,8 +186,8 @@ FAMILY_CASES = [
 def test_family_step(benchmark, name):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fastcycle.config import PRESETS
-    from fastcycle.data.loader import Batch
+    from fastcycle.data.contract import Batch
+    from fastcycle.presets import PRESETS
     from fastcycle.train.families import build_model
 
     _, preset, batch, size, overrides = next(c for c in FAMILY_CASES if c[0] == name)

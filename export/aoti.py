@@ -131,7 +131,7 @@ def _package_metadata(path: Path) -> dict[str, str]:
 
 
 class AotiRunner:
-    """A compiled .pt2 package as a translate backend (fastcycle.export.runner.Runner)."""
+    """A compiled .pt2 package as a translate backend (a fastcycle.runner.Runner)."""
 
     name = "aoti"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from fastcycle.checkpoint import run_config
+from fastcycle.config import DIRECTIONS
 from fastcycle.errors import UserError
 
 
 @dataclass
 class ExportRequest:
     checkpoint: str
-    direction: str = "AtoB"
+    direction: str = DIRECTIONS[0]
     onnx: str | None = None
     fp16: bool = False
     dynamic_hw: bool = False
@@ -47,8 +47,8 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
     """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity."""
     from fastcycle.export.onnx import export_onnx, metadata_for
     from fastcycle.export.parity import check_parity, parity_inputs
-    from fastcycle.train.runtime import resolve_device
-    from fastcycle.translate import load_generator
+    from fastcycle.runtime import resolve_device
+    from fastcycle.trained import read_generator_file
 
     if not (req.onnx or req.trt or req.aoti or req.safetensors):
         raise UserError(
@@ -59,8 +59,9 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
             f"--size {req.size} must be a positive multiple of 4 (the generator downsamples twice)"
         )
     device = resolve_device(req.device)
-    net = load_generator(req.checkpoint, req.direction, **(req.generator_kw or {}))  # eval, no grad
-    config = run_config(req.checkpoint)  # None for a reference .pth
+    source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
+    net = source.generator(req.direction)  # eval, no grad
+    config = source.config  # None for a reference .pth or .safetensors
     nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images
     if nz:
         if req.trt or req.aoti or req.dynamic_hw:
@@ -81,17 +82,12 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
         inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
     written = []
     if req.safetensors:
-        from fastcycle.export.weights import save_generator
-        from fastcycle.translate import load_generator as reload
+        from fastcycle.trained import load_generator, save_generator
 
-        arch = (config or {}).get("model") or req.generator_kw or {}
-        arch = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "dropout": False, "nz": 100} | arch
-        path = save_generator(net, req.safetensors, arch, req.direction)
+        path = save_generator(net, req.safetensors, source.arch, req.direction)
         written.append(path)
-        same = all(
-            torch.equal(a, b)
-            for a, b in zip(net.state_dict().values(), reload(path).state_dict().values(), strict=True)
-        )
+        back = load_generator(path).state_dict().values()
+        same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back, strict=True))
         if not same:
             raise UserError(f"{path} does not read back as the weights written; please report it")
         say(f"wrote {path} (safetensors weights, read back identical)")

@@ -48,14 +48,13 @@ def atomic_save(obj: Any, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def safe_load(path: Path, mmap: bool = False) -> Any:
-    """torch.load with weights_only=True, turning every failure into one UserError line. mmap: map the
-    tensors instead of reading them, for callers that only look at the small entries."""
+def safe_load(path: Path) -> Any:
+    """torch.load with weights_only=True, turning every failure into one UserError line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch reports both a pickle that imports code and plain garbage as UnpicklingError; only
         # the former names a GLOBAL (e.g. "GLOBAL posix.system").
@@ -124,7 +123,12 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    state = safe_load(path)
+    return check_checkpoint(safe_load(path), path)
+
+
+def check_checkpoint(state: Any, path: Path) -> dict:
+    """`state`, a loaded fastcycle checkpoint, with its format, version and digest checked (and the digest
+    removed), so a caller that has read a file once need not read it again to check it."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a fastcycle training checkpoint")
     if state.get("version") != VERSION:
@@ -135,21 +139,6 @@ def load_checkpoint(path: Path) -> dict:
     if expected is None or digest(state) != expected:
         raise UserError(f"{path} is damaged: its contents do not match the checksum saved with them")
     return state
-
-
-def run_config(source: str | Path) -> dict | None:
-    """The training config saved in a fastcycle run folder or checkpoint, None for any other file.
-
-    The tensors are memory-mapped, not read, and the checksum is not checked: callers read the config
-    beside a full load_checkpoint of the same file, which checks it.
-    """
-    path = Path(source)
-    path = path / CHECKPOINT_NAME if path.is_dir() else path
-    try:
-        state = safe_load(path, mmap=True)
-    except UserError:  # missing, not a torch file, or a legacy (non-zip) torch.save, which mmap refuses
-        return None
-    return state.get("config") if isinstance(state, dict) and state.get("format") == FORMAT else None
 
 
 def newest_checkpoint(run_dir: Path, say=print) -> dict:

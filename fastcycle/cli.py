@@ -1,4 +1,7 @@
-"""The `fastcycle` command. Nothing imports this module."""
+"""The `fastcycle` command: flags in, one line per problem out. Only fastcycle.__main__ imports it.
+
+Parsing imports neither torch nor a backend (`fastcycle --help` is instant); each command imports what
+it runs."""
 
 from __future__ import annotations
 
@@ -7,17 +10,18 @@ import difflib
 import sys
 
 from fastcycle.config import (
+    DIRECTIONS,
     GENERATORS,
     KERNEL_CHOICES,
-    MODEL_PRESETS,
     NORMS,
-    PRESETS,
+    ModelConfig,
     apply_overrides,
     field_index,
     flag,
-    validate,
 )
 from fastcycle.errors import UserError
+from fastcycle.export.backends import BACKENDS
+from fastcycle.presets import MODEL_PRESETS, PRESETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,12 +68,12 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "torch", "onnxruntime", "tensorrt", "aoti"),
+        choices=BACKENDS,
         help="inference engine; auto: by the --checkpoint file's suffix (.onnx, .plan, .pt2), else torch",
     )
     p.add_argument("--input", required=True, help="folder of images to translate (searched recursively)")
     p.add_argument("--output", required=True, help="folder for the translations (PNG, same relative names)")
-    p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
+    p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
     p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
@@ -91,10 +95,13 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
 
 def _reference_architecture(p: argparse.ArgumentParser) -> None:
     ref = p.add_argument_group("architecture of a reference .pth (fastcycle checkpoints carry their own)")
-    ref.add_argument("--netG", default="resnet_9blocks", choices=GENERATORS)
-    ref.add_argument("--ngf", type=int, default=64)
-    ref.add_argument("--norm", default="instance", choices=NORMS)
-    ref.add_argument("--dropout", action="store_true", help="the .pth was trained with dropout")
+    default = ModelConfig()  # the paper's architecture, as for training
+    ref.add_argument("--netG", default=default.netG, choices=GENERATORS)
+    ref.add_argument("--ngf", type=int, default=default.ngf)
+    ref.add_argument("--norm", default=default.norm, choices=NORMS)
+    ref.add_argument(
+        "--dropout", action="store_true", default=default.dropout, help="the .pth was trained with dropout"
+    )
 
 
 def _export_parser(sub) -> argparse.ArgumentParser:
@@ -106,7 +113,7 @@ def _export_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", required=True, help="fastcycle run folder or checkpoint, or a reference .pth"
     )
-    p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
+    p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model (dynamic batch, opset 18)")
     p.add_argument("--fp16", action="store_true", help="ONNX in fp16, instance norm kept in fp32")
     p.add_argument("--dynamic-hw", action="store_true", help="ONNX/AOTI: any H and W (multiples of 4)")
@@ -205,8 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if default == "cyclegan" and not overrides.get("data"):
         default = "demo"
     preset = getattr(args, "preset", default)
-    cfg = validate(apply_overrides(PRESETS[preset](), overrides))
-    result = train(cfg)
+    result = train(apply_overrides(PRESETS[preset](), overrides))  # train() validates it
     if result.demo_psnr is not None:
         from fastcycle.data.demo import psnr_line
 
@@ -219,18 +225,23 @@ def _generator_kw(args: argparse.Namespace) -> dict:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fastcycle.train.runtime import resolve_device, resolve_kernels, resolve_precision
-    from fastcycle.translate import checkpoint_model, open_runner, translate_folder
+    from fastcycle.export.backends import open_runner, resolve_backend
+    from fastcycle.runtime import resolve_device, resolve_kernels, resolve_precision
+    from fastcycle.trained import read_generator_file
+    from fastcycle.translate import translate_folder
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.amp, "auto", device)
     kernels, _ = resolve_kernels(args.kernels, device)
     kw = _generator_kw(args) | {"direction": args.direction, "kernels": kernels}
-    runner = open_runner(args.backend, args.checkpoint, device, precision.dtype, kw)
+    model = args.checkpoint
+    if resolve_backend(args.backend, model) == "torch":  # read once, for both directions if need be
+        model = read_generator_file(args.checkpoint, args.direction, _generator_kw(args))
+    runner = open_runner(args.backend, model, device, precision.dtype, kw)
     reverse = None
-    if args.html and checkpoint_model(args.checkpoint) == "cycle_gan":  # reconstructions need G_BA too
-        back = "BtoA" if args.direction == "AtoB" else "AtoB"
-        reverse = open_runner("torch", args.checkpoint, device, precision.dtype, kw | {"direction": back})
+    if args.html and runner.name == "torch" and model.model == "cycle_gan":  # reconstructions need G_BA
+        back = DIRECTIONS[1 - DIRECTIONS.index(args.direction)]
+        reverse = open_runner("torch", model, device, precision.dtype, kw | {"direction": back})
     report = translate_folder(
         runner, args.input, args.output, args.batch_size, args.workers, html=args.html, reverse=reverse
     )
@@ -265,9 +276,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from fastcycle.checkpoint import load_checkpoint
+    from fastcycle.runtime import resolve_device
     from fastcycle.sample import run_sample
-    from fastcycle.train.runtime import resolve_device
-    from fastcycle.translate import generator_from_checkpoint
+    from fastcycle.trained import generator_from_checkpoint
 
     state = load_checkpoint(args.checkpoint)
     family = state["config"]["model"].get("model", "cycle_gan")

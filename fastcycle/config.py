@@ -25,6 +25,7 @@ PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", 
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
 DIRECTIONS = ("AtoB", "BtoA")
+CYCLE_GENERATORS = {"AtoB": "G_AB", "BtoA": "G_BA"}  # the CycleGAN generator that translates each way
 AMP_DTYPES = ("auto", "bf16", "fp16")
 KERNEL_CHOICES = ("auto", "torch", "triton")
 LOADERS = ("auto", "torch", "dali", "gpu-cache")
@@ -183,11 +184,22 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Rebuild a config (e.g. from a checkpoint), rejecting unknown sections and keys."""
-        cfg = cls()
+        """Rebuild and validate a config (e.g. from a checkpoint): an unknown section, an unknown key or
+        a key in another section than its own (`model.lr`) is one UserError. Keys absent from `d` (options
+        added since it was written) take their defaults."""
+        cfg, index = cls(), field_index()
         for section, values in d.items():
             if section not in SECTIONS:
                 raise UserError(f"unknown config section {section!r}")
+            if not isinstance(values, dict):
+                raise UserError(f"config section {section!r} holds {type(values).__name__}, not its options")
+            for name in values:
+                home = index.get(name, (section, None))[0]
+                if home != section:
+                    raise UserError(
+                        f"config option {section}.{name} is misplaced: {flag(name)} belongs in the "
+                        f"{home} section ({home}.{name})"
+                    )
             apply_overrides(cfg, values)
         return validate(cfg)
 
@@ -354,77 +366,3 @@ def parse_label_smoothing(text: str) -> tuple[float, float] | None:
             f"--label-smoothing {text!r} is not a real-target value or range; use e.g. 0.9 or 0.7,1.2"
         )
     return parts[0], parts[1]
-
-
-# Presets: plain functions returning a full config.
-
-
-def cyclegan() -> TrainConfig:
-    """The paper's and the reference's defaults (horse2zebra etc. at 256x256)."""
-    return TrainConfig()
-
-
-def demo() -> TrainConfig:
-    """The built-in demo: small tiles and a small model, tuned to learn in minutes on a laptop CPU.
-
-    A plain CycleGAN at lr 2e-4 gains almost nothing in a few CPU minutes, so this preset trades model
-    size for steps: a 6-block generator with 16 filters, 64x64 crops of 80x80 tiles, batch 4, lr 1e-3
-    for 18 epochs then 18 of decay (792 steps). Batch norm instead of instance norm: the demo's A -> B
-    map is a colour grade, and instance norm removes each image's per-channel mean and contrast, the
-    very thing the generator must read. The identity loss stays at the paper's 0.5: without it, most
-    seeds settle on an inverted solution (light <-> dark, which still cycles and fools a small
-    discriminator) and score ~8 dB. The generator EMA smooths the GAN's step-to-step colour oscillation
-    for the final evaluation.
-    """
-    cfg = TrainConfig()
-    cfg.model = ModelConfig(
-        netG="resnet_6blocks", ngf=16, ndf=16, n_layers_D=2, netD="n_layers", norm="batch"
-    )
-    # Eight 80x80 PNGs per step decode in about a millisecond: worker processes would only add start-up.
-    cfg.data = DataConfig(preprocess="crop", load_size=80, crop_size=64, num_workers=0)
-    cfg.optim = OptimConfig(lr=1e-3, n_epochs=18, n_epochs_decay=18, batch_size=4, ema_decay=0.99)
-    cfg.run = RunConfig(name="demo", log_every=25, sample_every=200, save_every=500)
-    return cfg
-
-
-def pix2pix() -> TrainConfig:
-    """The reference's pix2pix defaults: U-Net 256, conditional 70x70 PatchGAN, batch norm, vanilla GAN
-    + 100 x L1, dropout in the U-Net as its noise, no image pool."""
-    cfg = TrainConfig()
-    cfg.model = ModelConfig(model="pix2pix", netG="unet_256", norm="batch", dropout=True)
-    cfg.loss = LossConfig(gan_mode="vanilla", pool_size=0, lambda_identity=0.0)
-    cfg.run = RunConfig(name="pix2pix")
-    return cfg
-
-
-def dcgan() -> TrainConfig:
-    """DCGAN (Radford et al. 2016) on one folder of images: 64x64, batch 128, Adam 2e-4 / beta1 0.5,
-    batch norm, BCE, 25 epochs at a constant rate."""
-    cfg = TrainConfig()
-    cfg.model = ModelConfig(model="dcgan", netG="dcgan", netD="dcgan", norm="batch")
-    cfg.data = DataConfig(load_size=64, crop_size=64)
-    cfg.loss = LossConfig(gan_mode="vanilla", pool_size=0, lambda_identity=0.0)
-    cfg.optim = OptimConfig(n_epochs=25, n_epochs_decay=0, batch_size=128)
-    cfg.run = RunConfig(name="dcgan", sample_every=500)
-    return cfg
-
-
-def semi_supervised() -> TrainConfig:
-    """Semi-supervised multitask CycleGAN (the male <-> female project): a class head on each
-    discriminator, batch 16 with batch norm, real targets drawn from [0.7, 1.2]."""
-    cfg = TrainConfig()
-    cfg.model = ModelConfig(norm="batch", aux_classifier=True)
-    cfg.loss = LossConfig(label_smoothing="0.7,1.2")
-    cfg.optim = OptimConfig(batch_size=16)
-    cfg.run = RunConfig(name="semi_supervised")
-    return cfg
-
-
-PRESETS = {
-    "cyclegan": cyclegan,
-    "demo": demo,
-    "pix2pix": pix2pix,
-    "dcgan": dcgan,
-    "semi_supervised": semi_supervised,
-}
-MODEL_PRESETS = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix", "dcgan": "dcgan"}  # --model's defaults

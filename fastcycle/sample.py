@@ -4,10 +4,10 @@ vector arithmetic on its noise ("smiling woman - neutral woman + neutral man", R
 The generator is any module mapping noise of shape (N, nz, 1, 1) to (N, 3, H, W) images in [-1, 1] that
 carries its noise length as the attribute `nz`.
 
-Noise files are `.npy` float32 arrays of shape (k, nz), one noise vector a row. Plain sampling writes the
-noise beside its grid, so exemplars can be picked from the grid later (`select_noise`) and saved as
-concept files; a concept's vector in the arithmetic is the mean of its file's rows (the paper averages
-three exemplars a concept, which makes the result far more stable than single samples).
+Plain sampling writes the noise beside its grid (fastcycle.noise), so exemplars can be picked from the
+grid later (`select_noise`) and saved as concept files; a concept's vector in the arithmetic is the mean
+of its file's rows (the paper averages three exemplars a concept, which makes the result far more stable
+than single samples).
 
 Every file is written atomically (a temporary file renamed over the target once complete), and nothing is
 written before all images are generated, so a failed run leaves no half-written output behind.
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastcycle.atomic import write_atomic
 from fastcycle.data.folders import save_image
 from fastcycle.data.transforms import to_uint8
 from fastcycle.errors import UserError
+from fastcycle.models import eval_mode
+from fastcycle.noise import load_noise, sample_noise, save_noise, select_noise
 
 BORDER = 2  # pixels between and around the tiles of a grid, as torchvision's make_grid
 JITTER = 0.25  # the paper's uniform noise scale around the arithmetic's result
@@ -36,97 +37,6 @@ _ARITH_EXAMPLE = "e.g. 'smiling_woman - neutral_woman + neutral_man'"
 # '-' touching a space, a '+' or either end of the expression is an operator ('a - b', '-a + b').
 _NAME = re.compile(r"[\w./\\:~]+(?:-+[\w./\\:~]+)*")
 _TOKEN = re.compile(rf"\s+|{_NAME.pattern}|[+-]|.")
-
-
-# --- noise files ------------------------------------------------------------------------------------------
-
-
-def save_noise(path: str | os.PathLike, z: np.ndarray) -> Path:
-    """Write noise vectors, (k, nz) or one (nz,) vector, as a float32 (k, nz) `.npy` file, atomically
-    (parent folders are created). Returns the path written."""
-    arr = np.asarray(z, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"noise must be (k, nz) with k, nz >= 1, got shape {np.shape(z)}")
-    if not np.isfinite(arr).all():
-        raise ValueError("noise holds non-finite values")
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a bare name
-            np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-
-    return write_atomic(path, write)
-
-
-def load_noise(path: str | os.PathLike, nz: int) -> np.ndarray:
-    """The (k, nz) float32 noise vectors of a `.npy` file (k >= 1); a UserError naming the problem when
-    the file is missing, unreadable, of the wrong shape or length, or holds NaN/inf."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"noise file {path} does not exist; check the name (`fastcycle sample` writes one)")
-    if path.is_dir():
-        raise UserError(f"noise file {path} is a folder; give a .npy file")
-    try:
-        obj = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(
-            f"{path} is not a readable .npy noise file ({first}); write it with np.save"
-        ) from None
-    if not isinstance(obj, np.ndarray):  # an .npz archive
-        obj.close()
-        raise UserError(f"{path} is an .npz archive, not a .npy array; save one (k, {nz}) array with np.save")
-    arr = obj
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise UserError(f"{path} holds {arr.dtype} values, not numbers; a noise file holds float32 vectors")
-    if arr.ndim == 4 and arr.shape[2:] == (1, 1):  # the generator's own (k, nz, 1, 1) input shape
-        arr = arr.reshape(arr.shape[:2])
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise UserError(
-            f"{path} holds an array of shape {arr.shape}; a noise file holds (k, {nz}) vectors, k >= 1"
-        )
-    if arr.shape[1] != nz:
-        raise UserError(
-            f"{path} holds {arr.shape[1]}-long vectors but this generator takes {nz}; use noise sampled "
-            "for this generator (`fastcycle sample` writes it beside its grid)"
-        )
-    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: inf, refused below
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = int((~np.isfinite(arr)).sum())
-    if bad:
-        raise UserError(f"{path} holds {bad} non-finite values (NaN or inf); regenerate or fix the file")
-    return arr
-
-
-def sample_noise(n: int, nz: int, seed: int) -> np.ndarray:
-    """(n, nz) float32 standard-normal noise from a numpy Generator keyed on `seed`. Rows do not depend on
-    n: the first k rows for n > k are the noise for n = k, so a grid's tile i has the same noise whatever
-    the grid's size."""
-    if n < 1:
-        raise UserError(f"--n must be positive, got {n}")
-    if seed < 0:
-        raise UserError(f"--seed must be zero or more, got {seed}")
-    return np.random.default_rng(seed).standard_normal((n, nz), dtype=np.float32)
-
-
-def select_noise(z: np.ndarray, indices: str) -> np.ndarray:
-    """Rows of `z` by a comma-separated list of 0-based indices ("3,7,12"): the tiles of a grid in
-    row-major order. Repeats are kept (a repeated exemplar weighs more in the concept's mean)."""
-    parts = [p.strip() for p in str(indices).split(",")]
-    if not indices or not str(indices).strip() or any(not p.isdigit() for p in parts):
-        raise UserError(
-            f"--select {indices!r}: give tile numbers separated by commas, e.g. 3,7,12 (0-based, "
-            "row by row as in the grid)"
-        )
-    picked = [int(p) for p in parts]
-    out_of_range = [i for i in picked if i >= len(z)]
-    if out_of_range:
-        raise UserError(
-            f"--select {indices!r}: tile {out_of_range[0]} is out of range; the grid has tiles "
-            f"0 to {len(z) - 1}"
-        )
-    return np.ascontiguousarray(z[picked], dtype=np.float32)
 
 
 # --- images -----------------------------------------------------------------------------------------------
@@ -153,18 +63,14 @@ def generate(G: nn.Module, z: np.ndarray, device: str | torch.device, batch_size
         raise UserError(f"--batch-size must be positive, got {batch_size}")
     param = next(G.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = G.training
-    G.eval()
-    try:
-        out = []
+    out = []
+    with eval_mode(G):
         for i in range(0, len(z), batch_size):
             x = torch.from_numpy(z[i : i + batch_size]).to(device=device, dtype=dtype)
             y = G(x[:, :, None, None])
             if y.ndim != 4 or y.shape[1] != 3 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"the generator made {tuple(y.shape)}, not ({x.shape[0]}, 3, H, W) images")
             out.append(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
-    finally:
-        G.train(was_training)
     return np.ascontiguousarray(np.concatenate(out))
 
 

@@ -1,7 +1,9 @@
 """Translate a folder of images with a trained generator (the reference's test.py, streaming).
 
 Decode runs in a thread pool ahead of the model and PNG encoding in another behind it, each through a
-bounded window, so memory stays flat on folders of any size while the device stays busy.
+bounded window, so memory stays flat on folders of any size while the device stays busy. The model is
+any fastcycle.runner.Runner (torch, ONNX Runtime, TensorRT, AOTInductor); the caller opens it
+(fastcycle.export.backends.open_runner), so this pipeline imports no backend.
 """
 
 from __future__ import annotations
@@ -16,88 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, run_config, safe_load
-from fastcycle.config import TrainConfig
 from fastcycle.data.folders import list_images, load_rgb, save_image
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
-from fastcycle.models import build_generator
-
-DIRECTIONS = ("AtoB", "BtoA")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "aoti")
-BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pt2": "aoti"}
-# The reference's CycleGAN run folders name the A -> B generator G_A and the B -> A one G_B; pix2pix's is G.
-_REFERENCE_FILES = {"AtoB": "latest_net_G_A.pth", "BtoA": "latest_net_G_B.pth"}
-_REFERENCE_PIX2PIX = "latest_net_G.pth"
-
-
-def load_generator(
-    source: str | Path,
-    direction: str = "AtoB",
-    netG: str = "resnet_9blocks",
-    ngf: int = 64,
-    norm: str = "instance",
-    dropout: bool = False,
-    kernels: str = "torch",
-) -> nn.Module:
-    """A generator in eval mode from a fastcycle run folder or checkpoint, exported `.safetensors`
-    weights, a reference run folder, or a reference `.pth` generator state dict (whose architecture the
-    keyword arguments describe)."""
-    if direction not in DIRECTIONS:
-        raise UserError(f"--direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
-    path = Path(source)
-    if path.is_dir():
-        if (path / CHECKPOINT_NAME).exists():
-            path = path / CHECKPOINT_NAME
-        elif (path / _REFERENCE_FILES[direction]).exists():
-            path = path / _REFERENCE_FILES[direction]
-        elif (path / _REFERENCE_PIX2PIX).exists() and direction == "AtoB":
-            path = path / _REFERENCE_PIX2PIX
-        else:
-            raise UserError(f"{source} holds neither {CHECKPOINT_NAME} nor {_REFERENCE_FILES[direction]}")
-    if path.suffix.lower() == ".safetensors":
-        from fastcycle.export.weights import load_generator_file
-
-        return load_generator_file(path, kernels).eval().requires_grad_(False)
-    obj = safe_load(path)
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        state = load_checkpoint(path)
-        net = generator_from_checkpoint(state, direction, kernels, str(path))
-    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        net = build_generator(netG, ngf=ngf, norm=norm, dropout=dropout, kernels=kernels)
-        load_weights(net, obj, str(path))
-    else:
-        raise UserError(f"{path} is neither a fastcycle checkpoint nor a generator state dict")
-    return net.eval().requires_grad_(False)
-
-
-def generator_from_checkpoint(state: dict, direction: str, kernels: str, source: str) -> nn.Module:
-    """The trained generator of a loaded fastcycle checkpoint: CycleGAN's G_AB or G_BA, pix2pix's G
-    (one direction, the one it was trained for), DCGAN's G (noise -> image, for `fastcycle sample`)."""
-    m = TrainConfig.from_dict(state["config"]).model
-    if m.model == "cycle_gan":
-        name = "G_AB" if direction == "AtoB" else "G_BA"
-    elif direction != "AtoB":
-        raise UserError(
-            f"{source} is a {m.model} run, whose generator works one way (pix2pix: --direction at "
-            "training time); drop --direction BtoA"
-        )
-    else:
-        name = "G"
-    net = build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels, nz=m.nz)
-    # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
-    weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
-    load_weights(net, weights, f"{source} ({name})")
-    return net
-
-
-def checkpoint_model(source: str | Path) -> str | None:
-    """--model of a fastcycle run or checkpoint (cycle_gan, pix2pix, dcgan); None for other files."""
-    config = run_config(source)
-    return None if config is None else config["model"].get("model", "cycle_gan")
+from fastcycle.runner import Runner
 
 
 @dataclass
@@ -129,7 +55,9 @@ def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _run(runner, images: list[np.ndarray], reverse=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+def _run(
+    runner: Runner, images: list[np.ndarray], reverse: Runner | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size, and with a
     `reverse` runner (the other CycleGAN generator) their reconstructions."""
     h, w = images[0].shape[:2]
@@ -143,43 +71,16 @@ def _run(runner, images: list[np.ndarray], reverse=None) -> tuple[list[np.ndarra
     return out, list(to_uint8(rec).permute(0, 2, 3, 1).cpu().numpy())
 
 
-def open_runner(
-    backend: str, model: str | Path, device: torch.device, amp_dtype=None, generator_kw: dict | None = None
-):
-    """The translate backend for `model`: a run/checkpoint/.pth (torch), .onnx, .plan or .pt2 file.
-    `auto` picks by the file's suffix."""
-    if backend == "auto":
-        backend = BACKEND_BY_SUFFIX.get(Path(model).suffix.lower(), "torch")
-    if backend == "torch":
-        from fastcycle.export.runner import TorchRunner
-
-        net = load_generator(model, **(generator_kw or {}))
-        if hasattr(net, "nz"):
-            raise UserError(f"{model} is a DCGAN: it makes images from noise; use `fastcycle sample`")
-        return TorchRunner(net, device, amp_dtype)
-    if backend == "onnxruntime":
-        from fastcycle.export.ort import OrtRunner
-
-        return OrtRunner(model, device)
-    if backend == "tensorrt":
-        from fastcycle.export.trt import TrtRunner
-
-        return TrtRunner(model, device)
-    from fastcycle.export.aoti import AotiRunner
-
-    return AotiRunner(model, device)
-
-
 def translate_folder(
-    runner,
+    runner: Runner,
     input_dir: str | Path,
     output_dir: str | Path,
     batch_size: int = 8,
     workers: int = 4,
     html: bool = False,
-    reverse=None,
+    reverse: Runner | None = None,
 ) -> TranslateReport:
-    """Translate every image under input_dir with `runner` (fastcycle.export.runner.Runner).
+    """Translate every image under input_dir with `runner`.
 
     html: also write <output>/index.html, the reference's results page: input | output thumbnails,
     plus the reconstruction when `reverse` (the other generator of a CycleGAN) is given, whose images

@@ -9,12 +9,14 @@ import torch
 import torch.distributed as dist
 
 from fastcycle.checkpoint import digest
-from fastcycle.config import DataConfig, dcgan, pix2pix
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.config import DataConfig
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
+from fastcycle.presets import dcgan, pix2pix
+from fastcycle.runtime import resolve_precision
 from fastcycle.train.distributed import finish, init_distributed
 from fastcycle.train.families import build_model
-from fastcycle.train.runtime import resolve_precision
 from tests.test_train import tiny
 
 out, data = sys.argv[1], sys.argv[2]

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastcycle.data.aligned import find_pairs, item_plan, open_aligned
+from fastcycle.data.aligned import find_pairs, open_aligned
 from fastcycle.data.labels import load_domain_labels, read_labels
+from fastcycle.data.plan import item_plan
 from fastcycle.data.scan import scan_domain
 from fastcycle.data.single import open_single
 from fastcycle.data.transforms import to_uint8

@@ -31,7 +31,7 @@ def _png(width: int, height: int, depth: int, colour: int, raw: bytes) -> bytes:
 
 
 def hostile_folder(folder):
-    """Every kind of file the issue lists; returns (names that must be skipped, conversion kinds)."""
+    """Every kind of bad file a real folder holds; returns (names that must be skipped, conversion kinds)."""
     write_images(folder, 4, size=(48, 40), ext="jpg")
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)

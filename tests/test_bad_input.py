@@ -8,13 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastcycle.train.loop as loop
+import fastcycle.train.checkpointer as checkpointer
 from fastcycle.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, save_checkpoint
-from fastcycle.config import apply_overrides, cyclegan, field_index, validate
+from fastcycle.config import apply_overrides, field_index, validate
 from fastcycle.errors import UserError
 from fastcycle.export.command import ExportRequest, run_export
+from fastcycle.presets import cyclegan
 from fastcycle.train import train
-from fastcycle.translate import load_generator
+from fastcycle.trained import load_generator
 from tests.test_train import tiny
 
 SCALARS = [st.integers(-(10**6), 10**6), st.floats(), st.text(max_size=8), st.booleans(), st.none()]
@@ -40,7 +41,7 @@ def test_an_unwritable_output_folder_is_one_clear_error(dataset, tmp_path):
 
 
 def test_a_full_disk_is_refused_before_training(dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    monkeypatch.setattr(checkpointer.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     with pytest.raises(UserError, match=r"has 0\.00 GiB free, but checkpoints need about"):
         train(tiny(data=str(dataset), out=str(tmp_path / "run"), max_steps=1))
 
@@ -53,7 +54,7 @@ def test_a_disk_full_at_save_time_keeps_the_last_checkpoint(dataset, tmp_path, m
     def full(run_dir, state):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(loop, "save_checkpoint", full)
+    monkeypatch.setattr(checkpointer, "save_checkpoint", full)
     with pytest.raises(UserError, match=r"could not write a checkpoint .*No space left on device.*intact"):
         train(tiny(data=str(dataset), out=str(out), max_steps=4, save_every=1, resume=True))
     assert load_checkpoint(out)["step"] == good["step"] == 2
@@ -116,8 +117,8 @@ def test_any_command_line_parses_or_gives_one_user_error(argv):
 
 
 def test_translate_outputs_stay_inside_the_output_folder_whatever_the_names(tmp_path):
-    from fastcycle.export.runner import TorchRunner
     from fastcycle.models import build_generator
+    from fastcycle.runner import TorchRunner
     from fastcycle.translate import translate_folder
     from tests.conftest import write_images
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fastcycle.cli import main
 from fastcycle.models import build_generator
-from fastcycle.translate import load_generator
+from fastcycle.trained import load_generator
 from tests.conftest import write_images
 
 TINY = [

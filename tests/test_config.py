@@ -1,7 +1,8 @@
 import pytest
 
-from fastcycle.config import PRESETS, TrainConfig, apply_overrides, cyclegan, validate
+from fastcycle.config import TrainConfig, apply_overrides, validate
 from fastcycle.errors import UserError
+from fastcycle.presets import PRESETS, cyclegan
 
 
 def test_defaults_are_the_papers():
@@ -68,3 +69,40 @@ def test_from_dict_rejects_unknown_sections_and_keys():
     d["model"]["ngf_typo"] = 3
     with pytest.raises(UserError, match="unknown option --ngf-typo"):
         TrainConfig.from_dict(d)
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "home"),
+    [("model", "lr", "optim"), ("run", "ngf", "model"), ("data", "seed", "runtime")],
+)
+def test_from_dict_refuses_a_key_in_another_section(section, name, home):
+    d = cyclegan().to_dict()
+    d[section][name] = d[home].pop(name)  # a checkpoint written by hand, or by another tool
+    with pytest.raises(
+        UserError, match=rf"{section}\.{name} is misplaced: .* belongs in the {home} section"
+    ) as e:
+        TrainConfig.from_dict(d)
+    assert "\n" not in str(e.value)
+
+
+def test_checkpoint_configs_of_every_preset_still_load():
+    for make in PRESETS.values():  # what to_dict() writes into every checkpoint, and an older subset of it
+        d = make().to_dict()
+        assert TrainConfig.from_dict(d) == make()
+        del d["run"]["tensorboard"], d["optim"]["lr_policy"]  # options added after the first checkpoints
+        assert TrainConfig.from_dict(d).optim.lr_policy == "linear"
+
+
+def test_a_cli_train_validates_its_config_once(dataset, tmp_path, monkeypatch):
+    import fastcycle.config as config
+    from fastcycle.cli import main
+
+    calls = []
+    real = config._validate_model
+    monkeypatch.setattr(config, "_validate_model", lambda cfg: calls.append(cfg) or real(cfg))
+    flags = (
+        "--netG resnet_6blocks --ngf 4 --ndf 4 --netD n_layers --n-layers-D 2 --load-size 36 --crop-size 32"
+    )
+    argv = ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    assert main([*argv, *flags.split(), "--num-workers", "0", "--device", "cpu", "--loader", "torch"]) == 0
+    assert len(calls) == 1

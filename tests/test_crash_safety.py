@@ -15,8 +15,8 @@ import torch
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, newest_checkpoint
 from fastcycle.errors import UserError
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from fastcycle.train.runtime import resolve_precision
 from tests.test_train import tiny
 
 CPU = torch.device("cpu")
@@ -123,18 +123,18 @@ def test_sigkill_at_random_moments_never_loses_a_checkpoint_or_more_than_a_caden
 def test_a_non_finite_step_is_skipped_and_logged(dataset, tmp_path, capsys, monkeypatch):
     model = CycleGAN(tiny(), CPU, resolve_precision(False, "auto", CPU))
     x = [torch.rand(2, 3, 32, 32) * 2 - 1 for _ in range(2)]
-    model.train_step(*x)
-    assert not model.last_skipped
+    _, skipped = model.train_step(*x)
+    assert not skipped
     before = {k: [p.clone() for p in net.parameters()] for k, net in model.nets.items()}
     bad = x[0].clone()
     bad[0, 0, 0, 0] = float("nan")
-    model.train_step(bad, x[1])
-    assert model.last_skipped
+    _, skipped = model.train_step(bad, x[1])
+    assert skipped
     for k, net in model.nets.items():  # neither the generators' nor the discriminators' step applied
         assert all(torch.equal(a, b) for a, b in zip(before[k], net.parameters(), strict=True)), k
     assert torch.isfinite(model.pool_B.images[: model.pool_B.num_imgs]).all()  # no NaN fake kept for later
-    model.train_step(*x)
-    assert not model.last_skipped
+    _, skipped = model.train_step(*x)
+    assert not skipped
 
     # In a run: a NaN image in every batch of steps 2..3 is skipped and named; a run of them stops it.
     real_step = CycleGAN.train_step

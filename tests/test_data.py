@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fastcycle.data.contract import to_device
 from fastcycle.data.folders import load_rgb
-from fastcycle.data.loader import to_device
 from fastcycle.data.scan import scan_domain
 from fastcycle.data.transforms import preprocess, to_model_range, to_uint8
 from fastcycle.errors import UserError

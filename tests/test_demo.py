@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fastcycle.config import apply_overrides, demo
+from fastcycle.config import apply_overrides
 from fastcycle.data import demo as demo_data
+from fastcycle.presets import demo
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from fastcycle.train.runtime import resolve_precision
 
 CPU = torch.device("cpu")
 

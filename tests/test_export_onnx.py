@@ -8,14 +8,16 @@ from PIL import Image
 
 from fastcycle import __version__
 from fastcycle.errors import UserError
+from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS, check_graph, export_onnx, read_metadata
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
-from fastcycle.export.runner import TorchRunner
 from fastcycle.models import build_generator
+from fastcycle.runner import TorchRunner
 from fastcycle.train import train
-from fastcycle.translate import load_generator, open_runner, translate_folder
+from fastcycle.trained import load_generator
+from fastcycle.translate import translate_folder
 from tests.conftest import write_images
 from tests.test_train import tiny
 

@@ -19,17 +19,21 @@ from PIL import Image
 
 from fastcycle.checkpoint import load_checkpoint
 from fastcycle.cli import main
-from fastcycle.config import apply_overrides, dcgan, pix2pix, semi_supervised
+from fastcycle.config import apply_overrides
 from fastcycle.errors import UserError
+from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
-from fastcycle.sample import generate, sample_noise
+from fastcycle.noise import sample_noise
+from fastcycle.presets import dcgan, pix2pix, semi_supervised
+from fastcycle.runtime import resolve_precision
+from fastcycle.sample import generate
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.families import build_model
-from fastcycle.train.runtime import resolve_precision
 from fastcycle.train.step import LOSS_NAMES
-from fastcycle.translate import load_generator, open_runner, translate_folder
+from fastcycle.trained import load_generator
+from fastcycle.translate import translate_folder
 from tests.conftest import write_images
 from tests.test_train import _batch, tiny
 from tests.toy_data import BACKGROUND, write_discs, write_pix2pix, write_striped_domains
@@ -362,10 +366,10 @@ def test_a_batch_without_labels_has_a_zero_class_loss():
     labels = (torch.tensor([-1, -1, 0, 1]), torch.tensor([-1, -1, 1, 0]))
     model = build_model(cfg, CPU, FP32, labels=labels, n_classes=2)
     a, b = _batch()
-    unlabelled = model.train_step(a, b, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    unlabelled, _ = model.train_step(a, b, torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert all(torch.isfinite(v) for v in unlabelled.values())
     assert unlabelled["cls_A"] == 0 and unlabelled["cls_B"] == 0 and unlabelled["G_cls"] == 0
-    labelled = model.train_step(a, b, torch.tensor([2, 3]), torch.tensor([2, 3]))
+    labelled, _ = model.train_step(a, b, torch.tensor([2, 3]), torch.tensor([2, 3]))
     assert labelled["cls_A"] > 0 and labelled["cls_B"] > 0 and labelled["G_cls"] > 0  # so it can fail
 
 
@@ -375,7 +379,7 @@ def test_a_batch_without_labels_has_a_zero_class_loss():
 def _wgangp_step(**overrides):
     model = CycleGAN(tiny(gan_mode="wgangp", **overrides), CPU, FP32)
     torch.manual_seed(1)  # the same interpolation weights in both runs
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     grads = {k: [p.grad.clone() for p in net.parameters()] for k, net in model.nets.items()}
     return losses, grads
 
@@ -397,7 +401,7 @@ def test_wgangp_with_compiled_networks():
     # No identity loss: each generator sees one batch shape, which halves the compile time.
     model = CycleGAN(tiny(gan_mode="wgangp", compile=True, lambda_identity=0.0), CPU, FP32)
     before = [p.detach().clone() for p in model.D_A.parameters()]
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     assert all(torch.isfinite(v) for v in losses.values()) and losses["gp_A"] > 0 and losses["gp_B"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.D_A.parameters(), strict=True))
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
 from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
 from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 from fastcycle.models import ResnetGenerator, build_generator, init_weights
+from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
-from fastcycle.train.runtime import resolve_precision
 
 CUDA = torch.device("cuda")
 
@@ -145,11 +146,11 @@ def compare_steps(device, size: int, **overrides) -> None:
     torch.backends.cudnn.allow_tf32 = False
     try:
         fp32 = _cyclegan(device, "torch", False, **overrides)
-        want = fp32.train_step(real_A, real_B)
+        want, _ = fp32.train_step(real_A, real_B)
     finally:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
     bf16 = {k: _cyclegan(device, k, True, **overrides) for k in ("torch", "triton")}
-    got = {k: m.train_step(real_A, real_B) for k, m in bf16.items()}
+    got = {k: m.train_step(real_A, real_B)[0] for k, m in bf16.items()}
     for name, exact in want.items():
         err = {k: abs(got[k][name].item() - exact.item()) for k in got}
         # bf16 keeps 8 significand bits (0.4% per rounding); both paths round at different points of
@@ -230,7 +231,7 @@ def test_step_does_not_synchronize(kernels):
     torch.cuda.set_sync_debug_mode("error")  # any synchronising CUDA call raises
     try:
         for _ in range(2):  # the second draws from the (now full) pools
-            losses = model.train_step(real_A, real_B)
+            losses, _ = model.train_step(real_A, real_B)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(v) for v in losses.values())
@@ -259,8 +260,8 @@ def test_cuda_graph_replays_give_eager_losses():
         )
         graphed.load_state_dict(eager.state_dict())
         torch.compiler.cudagraph_mark_step_begin()
-        got = graphed.train_step(real_A, real_B)
-        want = eager.train_step(real_A, real_B)
+        got, _ = graphed.train_step(real_A, real_B)
+        want, _ = eager.train_step(real_A, real_B)
         for k, v in want.items():
             # bf16 on both sides; Inductor fuses the elementwise work between convs and rounds to bf16
             # at other points than eager: a few bf16 ulps through the network, ~1% of a loss.

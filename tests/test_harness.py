@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from benchmarks import results
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
+from fastcycle.presets import cyclegan
 from fastcycle.train import flops as flops_module
 from fastcycle.train import train
 from fastcycle.train.flops import step_flops
@@ -15,7 +16,7 @@ from tests.test_train import tiny
 
 
 def test_step_flops_match_the_design_arithmetic():
-    # DESIGN.md: ~1.88 TFLOP per image pair at 256x256, resnet_9blocks, identity loss on.
+    # docs/ARCHITECTURE.md: ~1.88 TFLOP per image pair at 256x256, resnet_9blocks, identity loss on.
     assert step_flops(cyclegan()) == pytest.approx(1.88e12, rel=0.005)
     # Identity off drops two of the six generator passes (each forward + backward, 3 forward-costs):
     # 12 of 18 generator units remain, beside about one unit of discriminator work.
@@ -61,7 +62,7 @@ def test_results_file_has_the_schema_and_a_gpu_dated_name(tmp_path):
 def test_training_logs_mfu_where_a_peak_is_known(dataset, tmp_path, monkeypatch):
     # CPUs have no peak to quote (peak_flops is None there); pretend this one has 1 TFLOP/s.
     monkeypatch.setattr(flops_module, "peak_flops", lambda device: 1e12)
-    monkeypatch.setattr("fastcycle.train.loop.peak_flops", lambda device: 1e12)
+    monkeypatch.setattr("fastcycle.train.metrics.peak_flops", lambda device: 1e12)
     cfg = tiny(data=str(dataset), out=str(tmp_path / "run"), max_steps=2)
     lines = train(cfg).losses
     per_pair = step_flops(cfg)

@@ -9,13 +9,14 @@ import torch
 
 from fastcycle.checkpoint import load_weights
 from fastcycle.config import DataConfig
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 from fastcycle.models.fused import FusedInstanceNorm2d, ReflectConv2d
+from fastcycle.runtime import resolve_kernels, resolve_precision
 from fastcycle.train import CycleGAN
-from fastcycle.train.runtime import resolve_kernels, resolve_precision
 from fastcycle.train.step import LOSS_NAMES
 from tests import reference
 from tests.conftest import DEVICE
@@ -90,8 +91,8 @@ def test_a_training_step_is_the_same_with_fused_kernels():
     fused.load_state_dict(eager.state_dict())
     g = torch.Generator().manual_seed(0)
     real_A, real_B = (torch.rand(2, 3, 16, 16, generator=g).to(DEVICE) * 2 - 1 for _ in range(2))
-    losses_eager = eager.train_step(real_A, real_B)
-    losses_fused = fused.train_step(real_A, real_B)
+    losses_eager, _ = eager.train_step(real_A, real_B)
+    losses_fused, _ = fused.train_step(real_A, real_B)
     for k, v in losses_eager.items():
         torch.testing.assert_close(losses_fused[k], v, **FP32_NET, msg=k)
     # The generators' gradients of that step (zeroed at the start of the next one).
@@ -117,9 +118,9 @@ def test_twenty_training_steps_on_real_batches_give_the_same_losses(dataset, tmp
     for batch in batches:
         fused.load_state_dict(eager.state_dict())
         rng = torch.get_rng_state()
-        want = eager.train_step(batch.A, batch.B)
+        want, _ = eager.train_step(batch.A, batch.B)
         torch.set_rng_state(rng)
-        got = fused.train_step(batch.A, batch.B)
+        got, _ = fused.train_step(batch.A, batch.B)
         worst = max(worst, *((got[k] - want[k]).abs().item() for k in want))
     assert len(batches) == 20 and set(want) == set(LOSS_NAMES)
     # Observed: at most 2.4e-6 (fp32 summation order through two generators and a discriminator).

@@ -10,7 +10,8 @@ from PIL import Image
 
 import fastcycle.data.dali_loader as dali_loader
 from fastcycle.config import DataConfig
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.contract import LoaderSpec
+from fastcycle.data.loader import build_loader
 from fastcycle.data.plan import epoch_plan, rank_positions
 from fastcycle.data.scan import scan_domain
 from fastcycle.data.transforms import to_uint8
@@ -210,6 +211,21 @@ def test_resume_mid_epoch_continues_with_the_same_batches(dataset, tmp_path, loa
     assert all(
         torch.equal(a, b) for p, q in zip(full[1:], rest, strict=True) for a, b in zip(p, q, strict=True)
     )
+
+
+def test_dali_says_when_it_cannot_resume_the_saved_reader_positions(dataset, tmp_path, capsys):
+    first = make_loader(dataset, "dali", tmp_path / "a")
+    next(first.epoch(0))
+    state = first.state_dict()
+    capsys.readouterr()
+    make_loader(dataset, "dali", tmp_path / "b", state=state)  # the same data and shard: resumed exactly
+    assert "DALI reader positions" not in capsys.readouterr().out
+    make_loader(dataset, "dali", tmp_path / "c", state=state, batch_size=1)  # other batches: started afresh
+    said = capsys.readouterr().out.strip()
+    assert "no DALI reader positions for this data and shard (batch_size 2 -> 1)" in said
+    assert "resume does not see the batches an uninterrupted run would" in said and "\n" not in said
+    make_loader(dataset, "dali", tmp_path / "d", state={})  # a checkpoint of a torch or gpu-cache run
+    assert "(it was written with another --loader)" in capsys.readouterr().out
 
 
 def test_gpu_cache_refuses_a_dataset_over_budget(dataset, tmp_path):

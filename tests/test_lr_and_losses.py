@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastcycle.config import OptimConfig, apply_overrides, cyclegan, dcgan, pix2pix, validate
+from fastcycle.config import OptimConfig, apply_overrides, validate
 from fastcycle.errors import UserError
 from fastcycle.losses import class_loss, gan_loss, gradient_penalty
+from fastcycle.presets import cyclegan, dcgan, pix2pix
 from fastcycle.train import train
 from fastcycle.train.schedule import build_scheduler, step_scheduler
 from tests.test_train import tiny

@@ -14,11 +14,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastcycle.config import apply_overrides, dcgan, pix2pix
+from fastcycle.config import apply_overrides
+from fastcycle.presets import dcgan, pix2pix
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
 from fastcycle.train.dcgan import DCGAN
 from fastcycle.train.pix2pix import Pix2Pix
-from fastcycle.train.runtime import resolve_precision
 from tests.conftest import DEVICE
 from tests.test_train import _batch, tiny
 
@@ -102,7 +103,7 @@ def _steps(model, *inputs, n: int = 2) -> None:
     """n steps under NoSync: the first one also creates the optimizers' state and fills the pools."""
     with NoSync():
         for _ in range(n):
-            losses = model.train_step(*inputs)
+            losses, _ = model.train_step(*inputs)
     assert all(torch.isfinite(v) for v in losses.values())  # read after the mode: the test's own sync
 
 

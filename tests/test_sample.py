@@ -7,17 +7,14 @@ from PIL import Image
 from torch import nn
 
 from fastcycle.errors import UserError
+from fastcycle.noise import load_noise, sample_noise, save_noise, select_noise
 from fastcycle.sample import (
     arith_grid,
     arith_vector,
     generate,
     grid,
-    load_noise,
     parse_arith,
     run_sample,
-    sample_noise,
-    save_noise,
-    select_noise,
     term_path,
     write_grid,
 )

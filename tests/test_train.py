@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from fastcycle.checkpoint import load_checkpoint
-from fastcycle.config import apply_overrides, cyclegan
+from fastcycle.config import apply_overrides
 from fastcycle.errors import UserError
+from fastcycle.presets import cyclegan
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from fastcycle.train.runtime import resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -50,7 +51,7 @@ def test_step_updates_all_networks_with_finite_losses(amp_dtype, lambda_identity
     cfg = tiny(lambda_identity=lambda_identity)
     model = CycleGAN(cfg, CPU, resolve_precision(False, amp_dtype, CPU))
     before = {k: [p.clone() for p in net.parameters()] for k, net in model.nets.items()}
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     expected = {"G_AB", "G_BA", "cycle_A", "cycle_B", "D_A", "D_B"} | (
         {"idt_A", "idt_B"} if lambda_identity else set()
     )
@@ -82,7 +83,7 @@ def test_channels_last_step_matches_contiguous():
         a, b = _batch()
         if cl:
             a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
-        runs.append([model.train_step(a, b)["cycle_A"].item() for _ in range(3)])
+        runs.append([model.train_step(a, b)[0]["cycle_A"].item() for _ in range(3)])
     # Same math in another memory layout: only the conv algorithms' summation order differs.
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
 
@@ -90,12 +91,12 @@ def test_channels_last_step_matches_contiguous():
 def test_fp16_uses_a_grad_scaler():
     model = CycleGAN(tiny(), CPU, resolve_precision(True, "fp16", CPU))
     assert model.scaler.is_enabled()
-    losses = model.train_step(*_batch())
+    losses, _ = model.train_step(*_batch())
     assert all(torch.isfinite(v) for v in losses.values())
 
 
 def test_amp_on_a_cpu_without_native_bf16_says_fp32(monkeypatch):
-    import fastcycle.train.runtime as rt
+    import fastcycle.runtime as rt
 
     monkeypatch.setattr(rt, "cpu_has_fast_bf16", lambda: False)
     p = rt.resolve_precision(True, "auto", CPU)

@@ -20,14 +20,14 @@ Exact resume: DALI's own checkpointing (reader positions and random state) is sa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.folders import load_rgb, save_image
-from fastcycle.data.loader import Batch, LoaderSpec
 from fastcycle.data.scan import DomainScan
 from fastcycle.data.transforms import resize_size
 from fastcycle.errors import UserError
@@ -51,6 +51,10 @@ def _converted_file(f, cache: Path) -> Path:
     return out
 
 
+# What the saved reader positions depend on: resuming them under another value reads other batches.
+FINGERPRINT = ("pairs", "policy", "seed", "batch_size", "rank", "world_size")
+
+
 def _seed(*key: int) -> int:
     return int(np.random.default_rng(key).integers(2**31))
 
@@ -58,14 +62,24 @@ def _seed(*key: int) -> int:
 class DaliLoader:
     name = "dali"
 
-    def __init__(self, spec: LoaderSpec, work_dir: Path, num_threads: int, prefetch: int, state=None):
+    def __init__(
+        self,
+        spec: LoaderSpec,
+        work_dir: Path,
+        num_threads: int,
+        prefetch: int,
+        state: dict | None = None,
+        say: Callable[[str], object] = print,
+    ):
+        """state: a resumed run's state_dict(), whose reader positions the pipeline continues from when
+        they belong to this data and shard; say: where the line goes when they do not."""
         if fn is None:
             raise UserError(
                 "--loader dali needs NVIDIA DALI: pip install 'fastcycle[dali]' "
                 "(nvidia-dali-cuda130), or use --loader torch"
             )
         self.spec = spec
-        self.fingerprint = [spec.pairs, spec.policy, spec.seed, spec.batch_size, spec.rank, spec.world_size]
+        self.fingerprint = [getattr(spec, k) for k in FINGERPRINT]
         cache = work_dir / "dali_converted"
         files = [
             [str(_converted_file(f, cache) if f.convert else f.path) for f in s.images]
@@ -75,6 +89,19 @@ class DaliLoader:
         checkpoint = None
         if state and state.get("fingerprint") == self.fingerprint:
             checkpoint = state["dali"]
+        elif state is not None:  # a resume whose reader positions cannot be used: say so
+            saved = dict(zip(FINGERPRINT, state.get("fingerprint") or [], strict=False))
+            changed = [
+                f"{k} {saved[k]} -> {v}"
+                for k, v in zip(FINGERPRINT, self.fingerprint, strict=True)
+                if k in saved and saved[k] != v
+            ]
+            why = ", ".join(changed) if "dali" in state else "it was written with another --loader"
+            say(
+                f"data: the checkpoint holds no DALI reader positions for this data and shard ({why}); "
+                "the readers start their passes afresh, so this resume does not see the batches an "
+                "uninterrupted run would"
+            )
         self.pipe = self._pipeline(files, gpu)(
             batch_size=spec.batch_size,
             num_threads=max(1, num_threads),

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.folders import load_rgb
-from fastcycle.data.loader import Batch, LoaderSpec
 from fastcycle.data.plan import epoch_plan, rank_positions
 from fastcycle.data.scan import DomainScan
 from fastcycle.data.transforms import crop_offset, prepare, to_model_range
@@ -25,7 +25,7 @@ from fastcycle.errors import UserError
 
 def cache_bytes(spec: LoaderSpec) -> int:
     """Bytes the cache needs: uint8 RGB at each image's prepared size, both domains."""
-    return sum(int(spec.prepared_sizes(s).prod(axis=1).sum()) * 3 for s in (spec.A, spec.B))
+    return sum(int(spec.prepared_sizes(s).prod(axis=1).sum()) * 3 for s in spec.scans)
 
 
 class _Domain:

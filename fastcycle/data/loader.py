@@ -1,8 +1,6 @@
-"""The three training loaders behind `--loader`, what they share, and how one is chosen.
+"""`--loader`: which of the three loaders reads unpaired (CycleGAN) data, and why.
 
-Every loader yields `Batch`es of float [-1, 1] tensors on the training device (channels-last when
-asked), from the same scanned file lists, the same preprocessing sizes (fastcycle.data.transforms) and
-the same epoch length and per-rank shards (fastcycle.data.plan):
+All three honour fastcycle.data.contract (LoaderSpec in, Batches out, exact resume):
 
 - torch: PIL decode in DataLoader worker processes, pinned uint8 batches, non-blocking copies.
 - gpu-cache: every image decoded and resized once into device memory; a step is one gather.
@@ -12,106 +10,13 @@ the same epoch length and per-rank shards (fastcycle.data.plan):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 
 from fastcycle.config import DataConfig
-from fastcycle.data.plan import steps_per_epoch
-from fastcycle.data.scan import DomainScan
-from fastcycle.data.transforms import CROPPING, prepared_size, to_model_range
-from fastcycle.errors import UserError
-
-
-@dataclass
-class Batch:
-    A: torch.Tensor  # (N, 3, H, W) float in [-1, 1] on the training device
-    B: torch.Tensor | None = None  # None for one-domain data (DCGAN)
-    skipped: list[str] = field(default_factory=list)  # files that turned unreadable since the scan
-    # (N,) int64: which scanned file of each domain each image came from (labels for --aux-classifier).
-    index_A: torch.Tensor | None = None
-    index_B: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class LoaderSpec:
-    """What every loader needs: the data, the preprocessing, the batch, the device and the shard."""
-
-    A: DomainScan
-    B: DomainScan
-    policy: str
-    load_size: int
-    crop_size: int
-    flip: bool
-    serial_batches: bool
-    seed: int
-    batch_size: int
-    device: torch.device
-    channels_last: bool
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def pairs(self) -> int:
-        """Positions per epoch: the larger domain's size."""
-        return max(len(self.A.images), len(self.B.images))
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.pairs, self.batch_size, self.world_size)
-
-    @property
-    def crop(self) -> int | None:
-        return self.crop_size if self.policy in CROPPING else None
-
-    def prepared_sizes(self, scan: DomainScan) -> np.ndarray:
-        """(n, 2) int64 (width, height) of each image after the deterministic resizes."""
-        sizes = [prepared_size(self.policy, *f.size, self.load_size, self.crop_size) for f in scan.images]
-        return np.array(sizes, dtype=np.int64).reshape(-1, 2)
-
-
-class Loader(Protocol):
-    name: str
-    spec: LoaderSpec
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """This rank's batches of `epoch`, from batch `start_step` on (for an exact resume)."""
-        ...
-
-    def state_dict(self) -> dict:
-        """What an exact resume needs beyond (epoch, step); empty for the plan-driven loaders."""
-        ...
-
-
-def check_spec(spec: LoaderSpec) -> None:
-    """Refuse what no loader can batch, before any decoding."""
-    if spec.steps_per_epoch == 0:
-        raise UserError(
-            f"--batch-size {spec.batch_size} x {spec.world_size} process(es) exceeds the dataset's "
-            f"{spec.pairs} pairs; lower --batch-size or add images"
-        )
-    if spec.crop is None and spec.batch_size > 1:
-        for scan in (spec.A, spec.B):
-            sizes = {tuple(s) for s in spec.prepared_sizes(scan).tolist()}
-            if len(sizes) > 1:
-                example = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:2])
-                raise UserError(
-                    f"--preprocess {spec.policy} leaves {scan.name} at {len(sizes)} different sizes "
-                    f"(e.g. {example}), which cannot share a batch; use --batch-size 1 or a cropping "
-                    "--preprocess such as resize_and_crop"
-                )
-
-
-def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 (N, 3, H, W) on the host -> float [-1, 1] on `device`, optionally NHWC in memory."""
-    x = batch.to(device, non_blocking=True)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return to_model_range(x)
+from fastcycle.data.contract import Loader, LoaderSpec, check_spec
 
 
 def default_cache_budget(device: torch.device) -> int:
@@ -129,8 +34,15 @@ def dali_available() -> bool:
     return True
 
 
-def build_loader(cfg: DataConfig, spec: LoaderSpec, work_dir: Path, state: dict | None = None):
-    """(loader, note): the `--loader` choice built for `spec`; `auto` says what it picked and why."""
+def build_loader(
+    cfg: DataConfig,
+    spec: LoaderSpec,
+    work_dir: Path,
+    state: dict | None = None,
+    say: Callable[[str], object] = print,
+) -> tuple[Loader, str]:
+    """(loader, note): the `--loader` choice built for `spec`; `auto` says what it picked and why.
+    state: a resumed run's loader state; say: where a loader's remark about it goes (the run log)."""
     from fastcycle.data import gpu_cache
 
     check_spec(spec)
@@ -151,9 +63,10 @@ def build_loader(cfg: DataConfig, spec: LoaderSpec, work_dir: Path, state: dict 
     elif choice == "dali":
         from fastcycle.data.dali_loader import DaliLoader  # imports DALI (half a second): only when used
 
-        loader = DaliLoader(spec, work_dir, cfg.num_workers, cfg.prefetch, state)
+        loader = DaliLoader(spec, work_dir, cfg.num_workers, cfg.prefetch, state, say)
     else:
         from fastcycle.data.torch_loader import TorchLoader
+        from fastcycle.data.unaligned import UnalignedDataset
 
-        loader = TorchLoader(spec, cfg.num_workers)
+        loader = TorchLoader(spec, UnalignedDataset(spec), cfg.num_workers)
     return loader, f"loader {choice} ({why})"

@@ -1,10 +1,14 @@
-"""Which A and B image, crop and flip each position of an epoch gets, and which positions a rank gets.
+"""Which image, crop and flip each position of an epoch gets, and which positions a rank gets.
 
-An epoch is max(|A|, |B|) positions. Each domain is read in its own shuffled order (a fresh
-permutation for every pass, so the smaller domain wraps around and every image is seen once per pass),
-as two independent file readers would; `--serial-batches` pairs A[i] with B[i mod |B|] in file order,
-as the reference does. Everything is keyed on (seed, epoch) alone, never on worker or process state, so
-any number of workers or ranks and a resume mid-epoch all see the same data.
+Unpaired data (`epoch_plan`): an epoch is max(|A|, |B|) positions. Each domain is read in its own
+shuffled order (a fresh permutation for every pass, so the smaller domain wraps around and every image
+is seen once per pass), as two independent file readers would; `--serial-batches` pairs A[i] with
+B[i mod |B|] in file order, as the reference does. Everything is keyed on (seed, epoch) alone, never on
+worker or process state, so any number of workers or ranks and a resume mid-epoch all see the same data.
+
+One list of items (`item_plan`: pix2pix's pairs, DCGAN's images): a shuffled order of the items (file
+order with `--serial-batches`) and three uniforms per position (crop x, crop y, flip), both sides of a
+pair sharing them.
 
 The reference draws B with replacement (`random.randint`); drawing it without replacement per pass
 keeps the same marginal distribution and is what makes disjoint per-rank shards possible.
@@ -41,6 +45,20 @@ def epoch_plan(seed: int, epoch: int, n_A: int, n_B: int, shuffle: bool) -> Epoc
     # Three independent streams, so A's order does not change when B's folder does.
     rng_A, rng_B, rng_u = (np.random.default_rng((seed, epoch, k)) for k in range(3))
     return EpochPlan(_order(rng_A, n_A, n, shuffle), _order(rng_B, n_B, n, shuffle), rng_u.random((n, 6)))
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    order: np.ndarray  # (n,) int64: which item each position of the epoch reads
+    u: np.ndarray  # (n, 3) float64 in [0, 1): crop x, crop y, flip
+
+
+@lru_cache(maxsize=2)  # each worker process builds the current epoch's plan once, not per item
+def item_plan(seed: int, epoch: int, n: int, shuffle: bool) -> ItemPlan:
+    """The epoch's order and uniforms over one list of n items, keyed on (seed, epoch) alone."""
+    rng_order, rng_u = (np.random.default_rng((seed, epoch, k)) for k in range(2))
+    order = rng_order.permutation(n) if shuffle else np.arange(n)
+    return ItemPlan(order.astype(np.int64), rng_u.random((n, 3)))
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:

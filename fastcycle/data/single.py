@@ -1,22 +1,23 @@
 """One folder of images for `--model dcgan`: images directly in the folder or in its subfolders.
 
-The same conventions as every other loader: the folder is vetted once by fastcycle.data.scan, the epoch
-plan is keyed on (seed, epoch) alone (fastcycle.data.aligned.item_plan: a shuffled order, or file order
-with `--serial-batches`, and crop x, crop y, flip uniforms per position), ranks take plan.rank_positions
-shards and a resume at (epoch, step) sees the same batches. Batch.B is None; Batch.index_A the file.
+The images are one list of items for the shared machinery: LoaderSpec.A is the folder's scan (B is
+None), the epoch plan is fastcycle.data.plan.item_plan (a shuffled order, or file order with
+`--serial-batches`, and crop x, crop y, flip uniforms per position), and the torch loader batches them
+with the same shards and exact resume as every other loader. Batch.B is None; Batch.index_A the file.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
-from fastcycle.data.aligned import ItemPlan, PairedSpec, PlanLoader, check_batchable, item_plan
-from fastcycle.data.folders import load_rgb
+from fastcycle.data.contract import LoaderSpec, check_spec
+from fastcycle.data.plan import ItemPlan, item_plan
 from fastcycle.data.scan import DomainScan, scan_domain
+from fastcycle.data.torch_loader import TorchLoader, decode, read_or_next
 from fastcycle.data.transforms import preprocess
 from fastcycle.errors import UserError
 
@@ -32,10 +33,10 @@ def scan_folder(root: str | os.PathLike, max_dataset_size: int = 0) -> DomainSca
 
 
 class SingleDataset(Dataset):
-    """Item (epoch, position) -> {"A": (3, H, W) uint8, "index": file index, "skipped": [...]}."""
+    """Item (epoch, position) -> {"A": (3, H, W) uint8, "index_A": file index, "skipped": [...]}."""
 
-    def __init__(self, paths: list[Path], spec: PairedSpec):
-        self.paths, self.spec = paths, spec
+    def __init__(self, spec: LoaderSpec):
+        self.paths, self.spec = [f.path for f in spec.A.images], spec
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -46,67 +47,31 @@ class SingleDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, position = key
         plan = self.plan(epoch)
-        index, u = int(plan.order[position]), plan.u[position]
-        n, skipped = len(self.paths), []
-        # An image unreadable since the scan is replaced by the next readable one and reported.
-        for k in range(n):
-            i = (index + k) % n
-            try:
-                img = load_rgb(self.paths[i])
-            except OSError:
-                skipped.append(str(self.paths[i]))
-                continue
-            s = self.spec
-            image = preprocess(img, s.policy, s.load_size, s.crop_size, s.flip, u)
-            return {"A": image, "index": i, "skipped": skipped}
-        raise RuntimeError(f"no readable image left among {n} files, e.g. {self.paths[0]}")
+        img, i, skipped = read_or_next(
+            len(self.paths), int(plan.order[position]), lambda k: decode(self.paths[k])
+        )
+        s = self.spec
+        image = preprocess(img, s.policy, s.load_size, s.crop_size, s.flip, plan.u[position])
+        return {"A": image, "index_A": i, "skipped": skipped}
 
 
-class SingleFolderLoader(PlanLoader):
+class SingleFolderLoader(TorchLoader):
     """`--model dcgan`'s loader: Batch.A the real images, Batch.B None, index_A the scanned file."""
 
-    def __init__(self, scan: DomainScan, spec: PairedSpec, num_workers: int):
-        if spec.pairs != len(scan.images):
-            raise ValueError(f"spec.pairs {spec.pairs} != {len(scan.images)} images scanned")
-        check_batchable(spec, [f.size for f in scan.images], "images")
-        self.spec, self.scan, self.scans = spec, scan, [scan]
+    def __init__(self, spec: LoaderSpec, num_workers: int):
+        check_spec(spec, "images")
+        super().__init__(spec, SingleDataset(spec), num_workers)
+        self.scan, self.scans = spec.A, [spec.A]
         self.unmatched: list[str] = []
-        self.note = f"dcgan data: {scan.folder}, {len(scan.images):,} images"
-        if scan.skipped:
-            self.note += f", {len(scan.skipped)} skipped (listed in the run log)"
-        self._start(SingleDataset([f.path for f in scan.images], spec), num_workers)
+        self.note = f"dcgan data: {spec.A.folder}, {len(spec.A.images):,} images"
+        if spec.A.skipped:
+            self.note += f", {len(spec.A.skipped)} skipped (listed in the run log)"
 
 
 def open_single(
-    root: str | os.PathLike,
-    policy: str,
-    load_size: int,
-    crop_size: int,
-    flip: bool,
-    serial_batches: bool,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    channels_last: bool,
-    num_workers: int,
-    max_dataset_size: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    root: str | os.PathLike, num_workers: int, max_dataset_size: int = 0, **spec: Any
 ) -> SingleFolderLoader:
-    """Scan the image folder `root` and build its loader; UserError for anything a user must fix."""
+    """Scan the image folder `root` and build its loader; `spec`: LoaderSpec's fields after A and B.
+    UserError for anything a user must fix."""
     scan = scan_folder(root, max_dataset_size)
-    spec = PairedSpec(
-        len(scan.images),
-        policy,
-        load_size,
-        crop_size,
-        flip,
-        serial_batches,
-        seed,
-        batch_size,
-        device,
-        channels_last,
-        rank,
-        world_size,
-    )
-    return SingleFolderLoader(scan, spec, num_workers)
+    return SingleFolderLoader(LoaderSpec(scan, None, **spec), num_workers)

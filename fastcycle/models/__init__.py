@@ -1,5 +1,8 @@
 """Generators and discriminators with the reference implementation's architecture and state-dict keys."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from torch import nn
 
 from fastcycle.config import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
@@ -33,8 +36,23 @@ __all__ = [
     "UnetSkipConnectionBlock",
     "build_discriminator",
     "build_generator",
+    "eval_mode",
     "init_weights",
 ]
+
+
+@contextmanager
+def eval_mode(*nets: nn.Module) -> Iterator[None]:
+    """The networks in eval mode (dropout off, batch norm on its running statistics) within the block,
+    each back in the mode it had afterwards, also when the block raises."""
+    was = [n.training for n in nets]
+    for n in nets:
+        n.eval()
+    try:
+        yield
+    finally:
+        for n, w in zip(nets, was, strict=True):
+            n.train(w)
 
 
 def build_generator(

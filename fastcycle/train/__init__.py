@@ -1,4 +1,4 @@
-"""The CycleGAN training step and loop."""
+"""Training: the loop (loop.py) and the model families it trains (CycleGAN, pix2pix, DCGAN)."""
 
 from fastcycle.train.loop import TrainResult, train
 from fastcycle.train.step import CycleGAN

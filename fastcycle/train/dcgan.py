@@ -4,15 +4,20 @@ generator against the updated discriminator, as in the paper and pytorch/example
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from torch import nn
 
-from fastcycle.config import TrainConfig
+from fastcycle.config import ModelConfig, TrainConfig
+from fastcycle.data.contract import Batch
+from fastcycle.data.single import open_single
 from fastcycle.losses import gan_loss
 from fastcycle.models import build_discriminator, build_generator
-from fastcycle.train.distributed import DistInfo
+from fastcycle.train.data import DataSource, log_scans, spec_fields, torch_loader_only
+from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
 from fastcycle.train.samples import save_noise_grid
 
 N_SAMPLES = 64  # the fixed noise batch of the sample grids (8 x 8)
@@ -22,40 +27,35 @@ class DCGAN(GANModel):
     generators = ("G",)
     discriminators = ("D",)
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
-    ):
-        m = cfg.model
-        torch.manual_seed(cfg.runtime.seed)
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        return ("G", "D_real", "D_fake", *self._gp_names())
+
+    def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         init = dict(init_type=m.init_type, init_gain=m.init_gain)
-        nets = {
+        return {
             "G": build_generator("dcgan", ngf=m.ngf, norm=m.norm, nz=m.nz, **init),
             "D": build_discriminator("dcgan", ndf=m.ndf, norm=m.norm, **init),
         }
-        super().__init__(cfg, device, precision, nets, dist_info)
-        self.G, self.D = self.nets["G"], self.nets["D"]
-        self.nz = m.nz
-        wgan = ("gp",) if cfg.loss.gan_mode == "wgangp" else ()
-        self.loss_names = ("G", "D_real", "D_fake", *wgan)
-        # Noise drawn on the device from its own generator: no host-to-device copy per step, and a
-        # stream that a checkpoint can restore (the loop saves the device RNG state).
-        self.fixed_z = torch.randn(
-            N_SAMPLES, m.nz, 1, 1, generator=torch.Generator().manual_seed(cfg.runtime.seed)
-        ).to(device)
 
-    def step(self, batch) -> dict[str, torch.Tensor]:
+    @classmethod
+    def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+        """The images under `root` (subfolders included), read by the torch loader."""
+        torch_loader_only(cfg)
+        loader = open_single(root, cfg.data.num_workers, cfg.data.max_dataset_size, **spec_fields(cfg, env))
+        log_scans(loader.scans)
+        return DataSource(root, loader, loader.note)
+
+    def step(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         return self.train_step(batch.A)
 
-    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One iteration on (N, 3, 64, 64) real images in [-1, 1]; detached losses (no host sync)."""
+    def train_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One iteration on (N, 3, 64, 64) real images in [-1, 1]; the detached losses and the skip
+        flag, on the device (no host sync). The noise is drawn on the device: no host-to-device copy
+        per step, and a stream the checkpoint restores (the loop saves the device RNG state)."""
         lo = self.cfg.loss
         losses: dict[str, torch.Tensor] = {}
-        z = torch.randn(real.shape[0], self.nz, 1, 1, device=self.device)
+        z = torch.randn(real.shape[0], self.cfg.model.nz, 1, 1, device=self.device)
         with self.autocast():
             (fake,) = self._calls("G", z)
 
@@ -76,11 +76,12 @@ class DCGAN(GANModel):
         bad_G = self._backward_step(self.opt_G, losses["G"])
         self._after_G_step(losses["G"])
         self.scaler.update()
-        self.last_skipped = bad_G | bad_D
-        return {k: v.detach() for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}, bad_G | bad_D
 
-    def sample_inputs(self, batch) -> tuple:
-        return (self.fixed_z,)
+    def sample_inputs(self, batch: Batch) -> tuple:
+        """One fixed noise batch, from its own seeded generator, so the grids show progress on the same z."""
+        g = torch.Generator().manual_seed(self.cfg.runtime.seed)
+        return (torch.randn(N_SAMPLES, self.cfg.model.nz, 1, 1, generator=g).to(self.device),)
 
     def save_samples(self, inputs: tuple, path) -> np.ndarray:
         return save_noise_grid(self, inputs[0], path)

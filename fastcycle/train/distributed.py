@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fastcycle.errors import UserError
-from fastcycle.train.runtime import resolve_device
+from fastcycle.runtime import resolve_device
 
 
 @dataclass(frozen=True)

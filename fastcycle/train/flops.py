@@ -17,10 +17,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from fastcycle.config import TrainConfig
 from fastcycle.models import build_discriminator, build_generator
 
-# Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against, by the GPU kind that torch's device
-# name contains: the one table that training's progress line and every benchmark read. H100 ~790
-# measured (SXM datasheet 989); the H200 has the same compute (769-798 measured on a lent one). Others:
-# datasheet dense bf16.
+# Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against (docs/ARCHITECTURE.md), by the GPU
+# kind that torch's device name contains: the one table that training's progress line and every
+# benchmark read. H100 ~790 measured (SXM datasheet 989); the H200 has the same compute (769-798
+# measured on a lent one). Others: datasheet dense bf16.
 PEAK_BF16 = {"H100": 790e12, "H200": 790e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 
 

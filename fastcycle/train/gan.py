@@ -1,6 +1,7 @@
 """What every model family (CycleGAN, pix2pix, DCGAN) shares: devices and memory format, generator and
 discriminator optimizers with their LR policy, the non-finite step guard, EMA, DDP wrappers, and the
-checkpoint state. A family builds its networks, then implements `train_step` and `save_samples`.
+checkpoint state. A family builds its networks (`build_nets`), implements `train_step` (returning its
+losses and its skip flag) and `save_samples`, and opens its own data (`open_data`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import torch
 from torch import nn
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, safe_load
-from fastcycle.config import TrainConfig, parse_label_smoothing
+from fastcycle.config import ModelConfig, TrainConfig, parse_label_smoothing
+from fastcycle.data.contract import Batch
 from fastcycle.errors import UserError
 from fastcycle.losses import gradient_penalty
+from fastcycle.runtime import Precision
+from fastcycle.train.data import DataSource
 from fastcycle.train.distributed import DistInfo, any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
-from fastcycle.train.runtime import Precision
+from fastcycle.train.env import RunEnv
 from fastcycle.train.schedule import build_scheduler, step_scheduler
 
 
@@ -35,13 +39,16 @@ class GANModel:
         cfg: TrainConfig,
         device: torch.device,
         precision: Precision,
-        nets: dict[str, nn.Module],
+        kernels: str = "torch",
         dist_info: DistInfo | None = None,
     ):
+        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers;
+        dist_info: this process's rank under torchrun (fastcycle.train.distributed)."""
         self.dist = dist_info or DistInfo()
         self.cfg, self.device, self.precision = cfg, device, precision
         m, o = cfg.model, cfg.optim
-        self.nets = nets
+        torch.manual_seed(cfg.runtime.seed)  # the networks' initial weights
+        self.nets = self.build_nets(m, kernels)
         if m.norm == "batch":
             self.nets = {k: sync_batchnorm(v, self.dist, device) for k, v in self.nets.items()}
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
@@ -74,7 +81,18 @@ class GANModel:
                 net.compile(dynamic=False, fullgraph=True)
         # Under torchrun: DDP wrappers, called first in each backward pass (fastcycle.train.distributed).
         self.wrapped = wrap(self.nets, self.dist, device)
-        self.last_skipped = torch.zeros((), dtype=torch.bool, device=device)
+        for name, net in self.nets.items():  # each network by its name too: self.G_AB, self.D
+            setattr(self, name, net)
+
+    def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
+        """The family's freshly initialised networks by name (generators and discriminators)."""
+        raise NotImplementedError
+
+    @classmethod
+    def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+        """Scan the family's data under `root`, log what the scan found, and build its loader (`state`: a
+        resumed checkpoint, whose loader position the loader may continue from)."""
+        raise NotImplementedError
 
     def _params(self, names: tuple[str, ...]):
         return list(itertools.chain.from_iterable(self.nets[n].parameters() for n in names))
@@ -162,11 +180,15 @@ class GANModel:
     def generator_name(self, direction: str) -> str:
         return self.generators[0]
 
-    def step(self, batch) -> dict[str, torch.Tensor]:
-        """One training iteration on a loader Batch; detached losses, no host sync."""
+    def step(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One training iteration on a loader Batch: (detached losses, 0-dim bool `skipped`: the non-finite
+        guard kept the weights), both on the device; no host sync."""
         return self.train_step(batch.A, batch.B)
 
-    def sample_inputs(self, batch) -> tuple:
+    def _gp_names(self) -> tuple[str, ...]:
+        return ("gp",) if self.cfg.loss.gan_mode == "wgangp" else ()
+
+    def sample_inputs(self, batch: Batch) -> tuple:
         """What save_samples shows throughout the run, taken from the first batch."""
         return (batch.A[:4].clone(), batch.B[:4].clone())
 

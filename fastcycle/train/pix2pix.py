@@ -4,17 +4,20 @@ discriminator steps first, then the generator against the updated discriminator.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from fastcycle.config import TrainConfig
+from fastcycle.config import ModelConfig, TrainConfig
+from fastcycle.data.aligned import open_aligned
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator
-from fastcycle.train.distributed import DistInfo
+from fastcycle.train.data import DataSource, log_scans, spec_fields, torch_loader_only
+from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
 from fastcycle.train.samples import save_paired_grid
 
 
@@ -23,32 +26,34 @@ class Pix2Pix(GANModel):
     discriminators = ("D",)
     reference_files: ClassVar[dict[str, str]] = {"G": "G", "D": "D"}
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
-    ):
-        m = cfg.model
-        torch.manual_seed(cfg.runtime.seed)
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        return ("G_GAN", "G_L1", "D_real", "D_fake", *self._gp_names())
+
+    def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         init = dict(init_type=m.init_type, init_gain=m.init_gain)
-        nets = {
+        return {
             "G": build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels, **init),
             # Conditional: D sees the input and the (real or generated) output stacked, 6 channels.
             "D": build_discriminator(
                 m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=6, **init
             ),
         }
-        super().__init__(cfg, device, precision, nets, dist_info)
-        self.G, self.D = self.nets["G"], self.nets["D"]
-        wgan = ("gp",) if cfg.loss.gan_mode == "wgangp" else ()
-        self.loss_names = ("G_GAN", "G_L1", "D_real", "D_fake", *wgan)
 
-    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+    @classmethod
+    def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+        """The pairs under `root` (train/ or trainA/ + trainB/), read by the torch loader."""
+        torch_loader_only(cfg)
+        d = cfg.data
+        loader = open_aligned(root, d.direction, d.num_workers, d.max_dataset_size, **spec_fields(cfg, env))
+        log_scans(loader.scans, loader.unmatched)
+        return DataSource(root, loader, loader.note)
+
+    def train_step(
+        self, real_A: torch.Tensor, real_B: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One iteration on paired (N, 3, H, W) batches in [-1, 1]: real_A is the input, real_B its
-        target. Returns detached loss tensors (no host sync)."""
+        target. Returns the detached losses and the skip flag, on the device (no host sync)."""
         lo = self.cfg.loss
         losses: dict[str, torch.Tensor] = {}
         with self.autocast():
@@ -77,8 +82,7 @@ class Pix2Pix(GANModel):
         bad_G = self._backward_step(self.opt_G, loss_G)
         self._after_G_step(loss_G)
         self.scaler.update()
-        self.last_skipped = bad_G | bad_D
-        return {k: v.detach() for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}, bad_G | bad_D
 
     def save_samples(self, inputs: tuple, path) -> np.ndarray:
         return save_paired_grid(self, *inputs, path)

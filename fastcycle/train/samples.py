@@ -3,27 +3,14 @@ pix2pix (input | output | target) and DCGAN (a fixed noise batch)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from fastcycle.data.folders import save_image
 from fastcycle.data.transforms import to_uint8
-
-
-@contextmanager
-def eval_mode(*nets: nn.Module):
-    was = [n.training for n in nets]
-    for n in nets:
-        n.eval()
-    try:
-        yield
-    finally:
-        for n, w in zip(nets, was, strict=True):
-            n.train(w)
+from fastcycle.models import eval_mode
 
 
 def _write(rows: list[torch.Tensor], path: Path) -> np.ndarray:

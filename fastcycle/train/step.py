@@ -7,18 +7,26 @@ D_A judges domain A images (the reference's netD_B), D_B judges domain B images 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from fastcycle.config import TrainConfig
+from fastcycle.config import CYCLE_GENERATORS, ModelConfig, TrainConfig
+from fastcycle.data.contract import Batch, LoaderSpec
+from fastcycle.data.loader import build_loader
+from fastcycle.data.scan import scan_domain
 from fastcycle.losses import class_loss, gan_loss, l1
-from fastcycle.models import build_discriminator, build_generator
+from fastcycle.models import build_discriminator, build_generator, eval_mode
 from fastcycle.pool import ImagePool
+from fastcycle.runtime import Precision
+from fastcycle.train.data import DataSource, class_labels, log_scans, spec_fields
 from fastcycle.train.distributed import DistInfo
+from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
+from fastcycle.train.runlog import log
 from fastcycle.train.samples import save_cycle_grid
 
 LOSS_NAMES = ("D_A", "G_BA", "cycle_A", "idt_A", "D_B", "G_AB", "cycle_B", "idt_B")
@@ -39,24 +47,10 @@ class CycleGAN(GANModel):
         labels: tuple[torch.Tensor, torch.Tensor] | None = None,
         n_classes: int = 0,
     ):
-        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers;
-        dist_info: this process's rank under torchrun (fastcycle.train.distributed);
-        labels: with --aux-classifier, (n_A,) and (n_B,) int64 class of each scanned file (-1: none)."""
-        m, lo = cfg.model, cfg.loss
-        torch.manual_seed(cfg.runtime.seed)
-        g = dict(ngf=m.ngf, norm=m.norm, dropout=m.dropout, init_type=m.init_type, init_gain=m.init_gain)
-        d = dict(ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, init_type=m.init_type, init_gain=m.init_gain)
-        self.aux = m.aux_classifier
-        if self.aux:
-            d["n_classes"] = n_classes
-        nets = {
-            "G_AB": build_generator(m.netG, **g, kernels=kernels),
-            "G_BA": build_generator(m.netG, **g, kernels=kernels),
-            "D_A": build_discriminator(m.netD, **d),
-            "D_B": build_discriminator(m.netD, **d),
-        }
-        super().__init__(cfg, device, precision, nets, dist_info)
-        self.G_AB, self.G_BA, self.D_A, self.D_B = self.nets.values()
+        """labels: with --aux-classifier, (n_A,) and (n_B,) int64 class of each scanned file (-1: none)."""
+        self.aux, self.n_classes = cfg.model.aux_classifier, n_classes
+        super().__init__(cfg, device, precision, kernels, dist_info)
+        lo = cfg.loss
         if self.aux:
             self.labels_A, self.labels_B = (t.to(device) for t in labels)
         names = [*LOSS_NAMES]
@@ -65,19 +59,40 @@ class CycleGAN(GANModel):
         if self.aux:
             names += ["cls_A", "cls_B", "G_cls"]
         self.loss_names = tuple(names)
-        seed = cfg.runtime.seed
-        rank_seed = seed * 2 + 7919 * self.dist.rank  # a pool per rank, each with its own draws
+        rank_seed = cfg.runtime.seed * 2 + 7919 * self.dist.rank  # a pool per rank, each with its own draws
         self.pool_A = ImagePool(lo.pool_size, rank_seed + 1)  # past fake_A, for D_A
         self.pool_B = ImagePool(lo.pool_size, rank_seed + 2)  # past fake_B, for D_B
 
+    def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
+        g = dict(ngf=m.ngf, norm=m.norm, dropout=m.dropout, init_type=m.init_type, init_gain=m.init_gain)
+        d = dict(ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, init_type=m.init_type, init_gain=m.init_gain)
+        if self.aux:
+            d["n_classes"] = self.n_classes
+        return {
+            "G_AB": build_generator(m.netG, **g, kernels=kernels),
+            "G_BA": build_generator(m.netG, **g, kernels=kernels),
+            "D_A": build_discriminator(m.netD, **d),
+            "D_B": build_discriminator(m.netD, **d),
+        }
+
+    @classmethod
+    def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+        """trainA/ and trainB/ under `root`, vetted, read by the --loader choice (which says why)."""
+        scans = [scan_domain(root, name, cfg.data.max_dataset_size) for name in ("trainA", "trainB")]
+        log_scans(scans)
+        labels, n_classes = class_labels(cfg, scans) if cfg.model.aux_classifier else (None, 0)
+        spec = LoaderSpec(*scans, **spec_fields(cfg, env))
+        loader, note = build_loader(cfg.data, spec, env.run_dir, state.get("loader") if state else None, log)
+        return DataSource(root, loader, note, labels, n_classes)
+
     def generator_name(self, direction: str) -> str:
-        return "G_AB" if direction == "AtoB" else "G_BA"
+        return CYCLE_GENERATORS[direction]
 
     def _labels(self, table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         # The index batch is pinned (torch loader) or already on the device (gpu-cache): no sync.
         return table[index.to(self.device, non_blocking=True)]
 
-    def step(self, batch) -> dict[str, torch.Tensor]:
+    def step(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         return self.train_step(batch.A, batch.B, batch.index_A, batch.index_B)
 
     def train_step(
@@ -86,9 +101,10 @@ class CycleGAN(GANModel):
         real_B: torch.Tensor,
         index_A: torch.Tensor | None = None,
         index_B: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """One iteration on (N, 3, H, W) batches in [-1, 1]; returns detached loss tensors (no sync).
-        index_A/index_B: the batch's file indices, for the class labels of --aux-classifier."""
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One iteration on (N, 3, H, W) batches in [-1, 1]: the detached losses and a 0-dim bool, true
+        when the non-finite guard skipped the step, both on the device (no sync). index_A/index_B: the
+        batch's file indices, for the class labels of --aux-classifier."""
         lo = self.cfg.loss
         lambda_idt = lo.lambda_identity
         D_nets = (self.D_A, self.D_B)
@@ -149,8 +165,7 @@ class CycleGAN(GANModel):
                 loss_D = loss_D + losses["cls_A"] + losses["cls_B"]
         bad_D = self._backward_step(self.opt_D, loss_D)
         self.scaler.update()
-        self.last_skipped = bad_G | bad_D  # (0-dim bool on the device) read by the loop at log lines
-        return {k: v.detach() for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}, bad_G | bad_D
 
     def _d_loss(self, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> torch.Tensor:
         gan_mode = self.cfg.loss.gan_mode
@@ -162,12 +177,8 @@ class CycleGAN(GANModel):
     def classify(self, domain: str, images: torch.Tensor) -> torch.Tensor:
         """--aux-classifier: class logits of `images` by the domain's discriminator head, in eval mode."""
         net = self.nets["D_A" if domain == "A" else "D_B"]
-        was = net.training
-        net.eval()
-        try:
+        with eval_mode(net):
             return net(images)[1].float()
-        finally:
-            net.train(was)
 
     def save_samples(self, inputs: tuple, path) -> np.ndarray:
         return save_cycle_grid(self, *inputs, path)

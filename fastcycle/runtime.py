@@ -1,4 +1,4 @@
-"""Device and mixed-precision choices, resolved once from the config."""
+"""Device, mixed-precision and kernel choices, resolved once: for training and for inference alike."""
 
 from __future__ import annotations
 

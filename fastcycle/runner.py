@@ -1,8 +1,10 @@
 """What every inference backend offers `fastcycle translate` and the benchmarks: a callable on batches.
 
-A runner takes float32 (N, 3, H, W) images in [-1, 1] (H and W multiples of 4) on `runner.device` and
-returns the translated batch, float32, same shape, same device. The torch, ONNX Runtime, TensorRT and
-AOTInductor backends all honour this, so translate's decode/encode pipeline is written once.
+A runner takes float32 (N, 3, H, W) images in [-1, 1] (H and W multiples of `size_multiple`, 4 unless
+it says otherwise) on `runner.device` and returns the translated batch, float32, same shape, same
+device. The torch runner lives here; the ONNX Runtime, TensorRT and AOTInductor ones in
+fastcycle.export, which opens any of them by name (fastcycle.export.backends). Translate's
+decode/encode pipeline is written once, against this protocol, and imports no backend.
 """
 
 from __future__ import annotations
