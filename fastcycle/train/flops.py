@@ -20,7 +20,7 @@ from fastcycle.models import build_discriminator, build_generator
 # Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against (docs/ARCHITECTURE.md), by the GPU
 # kind that torch's device name contains: the one table that training's progress line and every
 # benchmark read. H100 ~790 measured (SXM datasheet 989); the H200 has the same compute (769-798
-# measured on a lent one). Others: datasheet dense bf16.
+# measured on one by the device tool's own check). Others: datasheet dense bf16.
 PEAK_BF16 = {"H100": 790e12, "H200": 790e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 
 
