@@ -17,7 +17,15 @@ from fastcycle.errors import UserError
 # Names of the architecture choices. They live here, not in fastcycle.models, so that the config and
 # the CLI (`fastcycle --help`) load without importing torch; the models check their inputs against them.
 MODELS = ("cycle_gan", "pix2pix", "dcgan")
-GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "dcgan")
+GENERATORS = (
+    "resnet_9blocks",
+    "resnet_6blocks",
+    "mobile_resnet_9blocks",
+    "mobile_resnet_6blocks",
+    "unet_256",
+    "unet_128",
+    "dcgan",
+)
 DISCRIMINATORS = ("basic", "n_layers", "pixel", "dcgan")
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")

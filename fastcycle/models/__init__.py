@@ -11,11 +11,14 @@ from fastcycle.models.discriminators import NLayerDiscriminator, PixelDiscrimina
 from fastcycle.models.fused import check_kernels
 from fastcycle.models.generators import ResnetBlock, ResnetGenerator
 from fastcycle.models.init import init_weights
+from fastcycle.models.mobile import MobileResnetBlock, MobileResnetGenerator
 from fastcycle.models.unet import UnetGenerator, UnetSkipConnectionBlock
 
 N_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # ResNet generator name -> residual blocks
+# GAN Compression's mobile ResNet generators (depthwise-separable residual blocks) -> residual blocks
+MOBILE_N_BLOCKS = {"mobile_resnet_9blocks": 9, "mobile_resnet_6blocks": 6}
 NUM_DOWNS = {"unet_256": 8, "unet_128": 7}  # U-Net generator name -> stride-2 downsamplings
-assert (*N_BLOCKS, *NUM_DOWNS, "dcgan") == GENERATORS
+assert (*N_BLOCKS, *MOBILE_N_BLOCKS, *NUM_DOWNS, "dcgan") == GENERATORS
 CLASSIFYING_DISCRIMINATORS = ("basic", "n_layers")  # the ones that take an auxiliary head (n_classes)
 
 __all__ = [
@@ -23,11 +26,14 @@ __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
     "INIT_TYPES",
+    "MOBILE_N_BLOCKS",
     "NORMS",
     "NUM_DOWNS",
     "N_BLOCKS",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "MobileResnetBlock",
+    "MobileResnetGenerator",
     "NLayerDiscriminator",
     "PixelDiscriminator",
     "ResnetBlock",
@@ -70,13 +76,14 @@ def build_generator(
     """A freshly initialised generator.
 
     `resnet_9blocks` / `resnet_6blocks`: image -> image, H and W multiples of 4 (256x256 by default).
+    `mobile_resnet_9blocks` / `mobile_resnet_6blocks`: the same with depthwise-separable residual blocks.
     `unet_256` / `unet_128`: image -> image, H and W multiples of 256 / 128 (`net.size_multiple`).
     `dcgan`: noise (N, nz, 1, 1) or (N, nz) -> (N, output_nc, 64, 64); input_nc and dropout do not apply.
 
     kernels="triton" runs a ResNet generator on fastcycle's fused Triton kernels, with the same
     parameters and keys. The fused kernels cover only the ResNet generator's reflect-pad/conv and
-    instance-norm/ReLU pairs; the U-Net and DCGAN generators accept the argument but always run on
-    torch layers.
+    instance-norm/ReLU pairs; the mobile, U-Net and DCGAN generators accept the argument but always run
+    on torch layers.
     """
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
@@ -87,6 +94,8 @@ def build_generator(
         net = ResnetGenerator(
             input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name], kernels=kernels
         )
+    elif name in MOBILE_N_BLOCKS:
+        net = MobileResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=MOBILE_N_BLOCKS[name])
     elif name in NUM_DOWNS:
         net = UnetGenerator(input_nc, output_nc, NUM_DOWNS[name], ngf, norm, dropout)
     else:

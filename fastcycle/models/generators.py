@@ -57,7 +57,10 @@ class ResnetGenerator(nn.Module):
         dropout: bool = False,
         n_blocks: int = 9,
         kernels: str = "torch",
+        block: type[nn.Module] = ResnetBlock,
     ):
+        """block: the residual block class, called as block(dim, norm, dropout, kernels); the mobile
+        generator (fastcycle.models.mobile) passes its depthwise-separable one."""
         super().__init__()
         check_kernels(kernels)
         norm_layer = get_norm_layer(norm)
@@ -74,7 +77,7 @@ class ResnetGenerator(nn.Module):
                 *norm_relu(norm_layer, norm, c * 2, kernels),
             ]
         dim = ngf * 2**n_downsampling
-        layers += [ResnetBlock(dim, norm, dropout, kernels) for _ in range(n_blocks)]
+        layers += [block(dim, norm, dropout, kernels) for _ in range(n_blocks)]
         for i in range(n_downsampling):
             c = ngf * 2 ** (n_downsampling - i)
             layers += [
