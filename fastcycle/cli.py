@@ -44,16 +44,64 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, (section, f) in field_index().items():
-        g = groups.setdefault(section, p.add_argument_group(section))
-        kw = dict(default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
-        if f.type == "bool":
-            action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
-            g.add_argument(flag(name), action=action, **kw)
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), str)
-            g.add_argument(
-                flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw
-            )
+        if section != "distill":  # `fastcycle distill`'s
+            _config_flag(groups.setdefault(section, p.add_argument_group(section)), name, f)
+    return p
+
+
+def _config_flag(g: argparse._ArgumentGroup, name: str, f, default: str | None = None) -> None:
+    """The flag of config field `name` (default SUPPRESS: only what the user gives overrides)."""
+    help = f"{f.metadata['help']} (default: {f.default if default is None else default})"
+    kw = dict(default=argparse.SUPPRESS, help=help)
+    if f.type == "bool":
+        action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
+        g.add_argument(flag(name), action=action, **kw)
+    else:
+        typ = {"int": int, "float": float}.get(str(f.type), str)
+        g.add_argument(flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw)
+
+
+# `fastcycle distill`'s config flags; the rest of a student's config comes from its teacher.
+DISTILL_FLAGS = (
+    ("student", ("netG", "ngf", "lambda_recon", "lambda_distill", "lambda_gan")),
+    ("schedule", ("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay")),
+    ("data", ("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader")),
+    ("loader", ("prefetch", "cache_budget_gb")),
+    ("runtime", ("device", "amp", "amp_dtype", "channels_last", "compile", "kernels", "seed")),
+    ("run", ("name", "out", "resume", "max_steps", "log_every", "sample_every", "save_every", "tensorboard")),
+)
+_FROM_TEACHER = {
+    "netG": "the mobile ResNet with the teacher's blocks for a ResNet teacher, else the teacher's",
+    "ngf": "half the teacher's",
+    "name": "<teacher folder>_student",
+    **dict.fromkeys(("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"), "the teacher's"),
+    **dict.fromkeys(("preprocess", "load_size", "crop_size", "log_every", "sample_every"), "the teacher's"),
+    "save_every": "the teacher's",
+}
+
+
+def _distill_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "distill",
+        help="train a smaller student generator to reproduce a trained one (GAN Compression's distillation)",
+        description="Distil a trained generator into a cheaper one on the teacher's own training images, "
+        "then report both generators' cost, speed and the student's quality against the teacher.",
+    )
+    p.add_argument("--teacher", help="the teacher: a fastcycle CycleGAN or pix2pix run folder or checkpoint")
+    p.add_argument(
+        "--direction",
+        choices=("AtoB", "BtoA"),
+        help="which of a CycleGAN teacher's generators to distil (required for CycleGAN; pix2pix: its own)",
+    )
+    p.add_argument(
+        "--report", metavar="RUN", help="only print (and rewrite) the report of a finished student run"
+    )
+    p.add_argument("--report-size", type=int, default=256, help="image side at which the report times both")
+    index = field_index()
+    for title, names in DISTILL_FLAGS:
+        g = p.add_argument_group(title)
+        for name in names:
+            _config_flag(g, name, index[name][1], _FROM_TEACHER.get(name))
     return p
 
 
@@ -181,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastcycle", description="Fast CycleGAN training and inference.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
+    _distill_parser(sub)
     _translate_parser(sub)
     _export_parser(sub)
     _sample_parser(sub)
@@ -208,6 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
+    if overrides.get("model") == "distill":
+        raise UserError("--model distill is trained by `fastcycle distill --teacher RUN`")
     default = MODEL_PRESETS.get(overrides.get("model", "cycle_gan"), "cyclegan")
     if default == "cyclegan" and not overrides.get("data"):
         default = "demo"
@@ -217,6 +268,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         from fastcycle.data.demo import psnr_line
 
         print(psnr_line(*result.demo_psnr))  # the demo's one-line verdict, on stdout for scripts
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from fastcycle.distill.command import run_distill  # deferred: `fastcycle --help` should not import torch
+
+    given = vars(args)
+    overrides = {name: given[name] for _, names in DISTILL_FLAGS for name in names if name in given}
+    for line in run_distill(args.teacher, args.direction, args.report, args.report_size, overrides):
+        print(line)
     return 0
 
 
@@ -306,6 +367,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "distill": cmd_distill,
     "translate": cmd_translate,
     "export": cmd_export,
     "sample": cmd_sample,

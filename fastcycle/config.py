@@ -16,7 +16,7 @@ from fastcycle.errors import UserError
 
 # Names of the architecture choices. They live here, not in fastcycle.models, so that the config and
 # the CLI (`fastcycle --help`) load without importing torch; the models check their inputs against them.
-MODELS = ("cycle_gan", "pix2pix", "dcgan")
+MODELS = ("cycle_gan", "pix2pix", "dcgan", "distill")
 GENERATORS = (
     "resnet_9blocks",
     "resnet_6blocks",
@@ -47,7 +47,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class ModelConfig:
     model: str = _f(
         "cycle_gan",
-        "what to train: cycle_gan (unpaired A <-> B), pix2pix (paired A -> B) or dcgan (noise -> image)",
+        "what to train: cycle_gan (unpaired A <-> B), pix2pix (paired A -> B) or dcgan (noise -> image); "
+        "distill is `fastcycle distill`'s",
         choices=MODELS,
     )
     netG: str = _f("resnet_9blocks", "generator architecture (dcgan: --model dcgan's)", choices=GENERATORS)
@@ -168,6 +169,25 @@ class RunConfig:
     tensorboard: bool = _f(False, "also log losses, lr and sample grids to <out>/tensorboard")
 
 
+@dataclass
+class DistillConfig:
+    """`fastcycle distill`: the teacher and the student's objective (the student is model.netG/ngf)."""
+
+    teacher: str | None = _f(None, "distill: the teacher's checkpoint (a fastcycle CycleGAN or pix2pix run)")
+    teacher_sha256: str = _f("", "distill: the teacher checkpoint's checksum when distillation started")
+    lambda_recon: float = _f(
+        10.0, "distill: weight of the L1 loss between the student's and the teacher's outputs"
+    )
+    lambda_distill: float = _f(
+        0.01,
+        "distill: weight of the feature loss (L2 between adapted student and teacher activations; 0: off)",
+    )
+    lambda_gan: float = _f(
+        0.0,
+        "distill: weight of the adversarial loss, with a discriminator started from the teacher's (0: off)",
+    )
+
+
 SECTIONS = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -175,6 +195,7 @@ SECTIONS = {
     "optim": OptimConfig,
     "runtime": RuntimeConfig,
     "run": RunConfig,
+    "distill": DistillConfig,
 }
 
 
@@ -186,6 +207,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -349,6 +371,13 @@ def _validate_model(cfg: TrainConfig) -> None:
         )
     if lo.lambda_gp < 0 or lo.lambda_L1 < 0 or lo.lambda_cls < 0:
         raise UserError("--lambda-gp, --lambda-L1 and --lambda-cls must be >= 0")
+    di = cfg.distill
+    if min(di.lambda_recon, di.lambda_distill, di.lambda_gan) < 0:
+        raise UserError("--lambda-recon, --lambda-distill and --lambda-gan must be >= 0")
+    if m.model == "distill" and not di.teacher:
+        raise UserError("--model distill needs a teacher: use `fastcycle distill --teacher RUN`")
+    if di.teacher and m.model != "distill":
+        raise UserError(f"--teacher belongs to `fastcycle distill`, not --model {m.model}; drop it")
     parse_label_smoothing(lo.label_smoothing)
     if o.lr_decay_iters <= 0:
         raise UserError(f"--lr-decay-iters must be positive, got {o.lr_decay_iters}")

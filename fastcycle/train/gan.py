@@ -62,9 +62,12 @@ class GANModel:
         # GradScaler's, or the non-finite guard's), so skipping a bad step needs no host sync.
         adam = dict(lr=o.lr, betas=(o.beta1, 0.999), fused=True)
         self.opt_G = torch.optim.Adam(self._params(self.generators), **adam)
-        self.opt_D = torch.optim.Adam(self._params(self.discriminators), **adam)
+        # A family may train no discriminator (distillation without its adversarial loss): no opt_D.
+        self.opt_D = (
+            torch.optim.Adam(self._params(self.discriminators), **adam) if self.discriminators else None
+        )
         self.sched_G = build_scheduler(self.opt_G, o)
-        self.sched_D = build_scheduler(self.opt_D, o)
+        self.sched_D = build_scheduler(self.opt_D, o) if self.opt_D is not None else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
         self.real_range = parse_label_smoothing(cfg.loss.label_smoothing)
         # plateau's metric: the epoch's generator loss, summed on the device (read once per epoch).
@@ -166,7 +169,8 @@ class GANModel:
             self._epoch_loss.zero_()
             self._epoch_steps = 0
         step_scheduler(self.sched_G, metric)
-        step_scheduler(self.sched_D, metric)
+        if self.sched_D is not None:
+            step_scheduler(self.sched_D, metric)
 
     @property
     def lr(self) -> float:
@@ -203,9 +207,9 @@ class GANModel:
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
             "ema": {k: e.net.state_dict() for k, e in self.ema.items()},
             "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
+            "opt_D": self.opt_D.state_dict() if self.opt_D is not None else {},
             "sched_G": self.sched_G.state_dict(),
-            "sched_D": self.sched_D.state_dict(),
+            "sched_D": self.sched_D.state_dict() if self.sched_D is not None else {},
             "scaler": self.scaler.state_dict(),
             **self.extra_state(),
         }
@@ -216,9 +220,10 @@ class GANModel:
         for k, e in self.ema.items():
             e.net.load_state_dict(state["ema"][k])
         self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
+        if self.opt_D is not None:
+            self.opt_D.load_state_dict(state["opt_D"])
+            self.sched_D.load_state_dict(state["sched_D"])
         self.scaler.load_state_dict(state["scaler"])
         self.load_extra_state(state)
 

@@ -1,0 +1,113 @@
+"""The student's data: the teacher's own training set, with the teacher's input domain as Batch.A.
+
+Unpaired data needs no targets: the teacher's translation of each image is the target. Batch.B holds
+the output domain's real images (a CycleGAN teacher: trainB for AtoB; pix2pix: each pair's target),
+which only the optional discriminator reads.
+
+Held-out images for the report: the teacher's test images of the input domain when the dataset has
+them (testA for AtoB; pix2pix: test/ A|B images or testA/), else the last tenth of the training
+images in file order, kept out of training. `held_out.json` in the run folder lists them, so the
+report reads exactly these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fastcycle.atomic import write_atomic
+from fastcycle.data.aligned import AlignedLoader, PairedSpec, find_pairs
+from fastcycle.data.folders import list_images, load_rgb
+from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.scan import scan_domain
+from fastcycle.errors import UserError
+
+HELD_OUT_NAME = "held_out.json"
+HOLD_OUT_EVERY = 10  # without test images, the last 1/10 of the training images is held out
+
+
+def _keep_out(n: int) -> int:
+    return max(1, n // HOLD_OUT_EVERY) if n >= 2 else 0
+
+
+def open_distill_data(cfg, data_root: Path, run_dir: Path, state: dict | None, common: dict, log):
+    """(loader, note) over the teacher's training data for the student, and held_out.json written.
+    common: the loop's LoaderSpec/PairedSpec arguments (preprocessing, batch, device, shard); log: the
+    run's log function."""
+    from fastcycle.distill.teacher import read_teacher
+    from fastcycle.train.loop import _log_scan  # the loop imports this module lazily: no import cycle
+
+    family = read_teacher(cfg.distill.teacher).family  # cycle_gan or pix2pix
+    d, direction = cfg.data, cfg.data.direction
+    source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+    if family == "pix2pix":
+        files = find_pairs(data_root, d.max_dataset_size)
+        for scan in files.scans:
+            _log_scan(scan)
+        held, where = _test_images(data_root, source, paired=True)
+        if not held:
+            keep = len(files.pairs) - _keep_out(len(files.pairs))
+            if files.layout == "train":
+                held = [(str(p), "left" if source == "A" else "right") for p, _ in files.pairs[keep:]]
+            else:
+                held = [(str(pair[0 if source == "A" else 1]), None) for pair in files.pairs[keep:]]
+            files = dataclasses.replace(files, pairs=files.pairs[:keep], sizes=files.sizes[:keep])
+            where = f"the last {len(held)} training pairs, kept out of training"
+        spec = PairedSpec(len(files.pairs), **common)
+        loader = AlignedLoader(files, spec, direction, d.num_workers)
+        note = loader.note
+    else:
+        scans = [scan_domain(data_root, f"train{x}", d.max_dataset_size) for x in (source, target)]
+        for scan in scans:
+            _log_scan(scan)
+        held, where = _test_images(data_root, source, paired=False)
+        if not held:
+            images = scans[0].images
+            keep = len(images) - _keep_out(len(images))
+            held = [(str(f.path), None) for f in images[keep:]]
+            scans[0] = dataclasses.replace(scans[0], images=images[:keep])
+            where = f"the last {len(held)} of train{source}, kept out of training"
+        spec = LoaderSpec(*scans, **common)  # Batch.A: the source domain, whichever folder it is
+        loader, note = build_loader(d, spec, run_dir, state.get("loader") if state else None)
+        note = f"{note}, train{source} -> train{target}"
+    if not held:
+        raise UserError(f"{data_root} has too few images to hold any out for the report; add test{source}/")
+    log(f"data: held out for the report: {len(held)} images, {where} (listed in {HELD_OUT_NAME})")
+    if common.get("rank", 0) == 0:
+        payload = {"where": where, "images": [{"path": str(Path(p).resolve()), "half": h} for p, h in held]}
+        write_atomic(run_dir / HELD_OUT_NAME, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
+    return loader, note
+
+
+def _test_images(root: Path, source: str, paired: bool) -> tuple[list[tuple[str, str | None]], str]:
+    """(path, half) of the dataset's own test images of the source domain, and where they are."""
+    folder = root / f"test{source}"
+    if folder.is_dir() and list_images(folder):
+        return [(str(p), None) for p in list_images(folder)], f"{folder.name}/"
+    if paired and (root / "test").is_dir() and list_images(root / "test"):
+        half = "left" if source == "A" else "right"
+        return [(str(p), half) for p in list_images(root / "test")], f"test/ ({half} halves)"
+    return [], ""
+
+
+def held_out_images(run_dir: Path, limit: int = 0) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """The run's held-out images as (name, (H, W, 3) uint8), and where they came from; unreadable ones
+    are left out. limit: at most this many (0: all)."""
+    path = Path(run_dir) / HELD_OUT_NAME
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no {HELD_OUT_NAME}; is it a `fastcycle distill` run?")
+    listing = json.loads(path.read_text())
+    out = []
+    for item in listing["images"][: limit or None]:
+        try:
+            img = load_rgb(Path(item["path"]))
+        except OSError:
+            continue
+        if item["half"]:
+            w, h = img.size
+            img = img.crop((0, 0, w // 2, h) if item["half"] == "left" else (w // 2, 0, w, h))
+        out.append((Path(item["path"]).name, np.asarray(img)))
+    return out, listing["where"]

@@ -1,0 +1,166 @@
+"""The teacher of a distillation: a finished fastcycle CycleGAN or pix2pix run, identified by its
+checkpoint's path and checksum, the networks taken from it, and the student's config derived from it.
+
+A student inherits the teacher's data, preprocessing, norm, initialisation and schedule (epochs, lr,
+batch, EMA), so `fastcycle distill --teacher RUN --direction AtoB` needs no other flag; its own
+defaults are the student architecture (the mobile ResNet with the teacher's block count for a ResNet
+teacher, the same U-Net for a U-Net teacher) at half the teacher's filters, GAN Compression's choice
+for horse2zebra (ngf 64 -> 32).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from torch import nn
+
+from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, safe_load
+from fastcycle.config import DistillConfig, LossConfig, RunConfig, TrainConfig, apply_overrides, validate
+from fastcycle.distill.metrics import generator_cost
+from fastcycle.errors import UserError
+from fastcycle.models import MOBILE_N_BLOCKS, N_BLOCKS, build_discriminator
+
+TEACHER_FAMILIES = ("cycle_gan", "pix2pix")
+
+
+@dataclass
+class Teacher:
+    path: Path  # the checkpoint file, absolute
+    sha256: str  # the checksum stored in it; load_checkpoint checks the contents against it
+    config: TrainConfig
+
+    @property
+    def family(self) -> str:
+        return self.config.model.model
+
+
+def read_teacher(source: str | Path) -> Teacher:
+    """The teacher's config and checksum (its tensors are memory-mapped, not read); UserError for a
+    path that holds no usable teacher."""
+    path = Path(source)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(
+            f"--teacher {source}: no fastcycle checkpoint there; pass a run folder or its {CHECKPOINT_NAME}"
+        )
+    raw = safe_load(path, mmap=True)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or "sha256" not in raw:
+        raise UserError(f"--teacher {source} is not a fastcycle training checkpoint; pass a run folder")
+    try:
+        cfg = TrainConfig.from_dict(raw["config"])
+    except UserError as e:
+        raise UserError(f"--teacher {source} holds an invalid config: {e}") from None
+    family = cfg.model.model
+    if family == "dcgan":
+        raise UserError(
+            f"--teacher {source} is a DCGAN (noise -> image); a teacher translates images: "
+            "a cycle_gan or pix2pix run"
+        )
+    if family == "distill":
+        raise UserError(
+            f"--teacher {source} is itself a distilled student; "
+            f"distil from its teacher ({cfg.distill.teacher})"
+        )
+    return Teacher(path.resolve(), raw["sha256"], cfg)
+
+
+def default_student(netG: str) -> str:
+    """The mobile ResNet with the teacher's block count for a ResNet teacher; else the same generator."""
+    blocks = N_BLOCKS.get(netG) or MOBILE_N_BLOCKS.get(netG)
+    return f"mobile_resnet_{blocks}blocks" if blocks else netG
+
+
+def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> TrainConfig:
+    """The distillation's full config: the teacher's data and schedule, the student's defaults, then
+    the command line's overrides (names as in fastcycle.config). UserError for what cannot be distilled."""
+    t = teacher.config
+    if teacher.family == "cycle_gan":
+        if direction is None:
+            raise UserError(
+                f"--teacher {teacher.path.parent} is a CycleGAN, with a generator each way: pass --direction "
+                "AtoB (its G_AB, trainA -> B) or BtoA (its G_BA)"
+            )
+    elif direction not in (None, t.data.direction):
+        raise UserError(
+            f"--teacher {teacher.path.parent} is a pix2pix run, whose generator translates "
+            f"{t.data.direction} only; drop --direction {direction}"
+        )
+    cfg = copy.deepcopy(t)
+    ngf = max(t.model.ngf // 2, 1)
+    cfg.model = replace(t.model, model="distill", netG=default_student(t.model.netG), ngf=ngf, dropout=False)
+    cfg.model.aux_classifier = False  # the teacher's class heads are not distilled
+    data = t.data.data and str(Path(t.data.data).resolve())  # the student may run from another folder
+    cfg.data = replace(
+        t.data, data=data, direction=direction or t.data.direction, labels_A=None, labels_B=None
+    )
+    cfg.loss = LossConfig(gan_mode=t.loss.gan_mode, lambda_gp=t.loss.lambda_gp)  # the optional D's objective
+    cfg.run = RunConfig(
+        name=f"{teacher.path.parent.name}_student",
+        log_every=t.run.log_every,
+        sample_every=t.run.sample_every,
+        save_every=t.run.save_every,
+    )
+    cfg.distill = DistillConfig(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
+    validate(apply_overrides(cfg, overrides))
+    _check_pair(cfg, t)
+    return cfg
+
+
+def _check_pair(cfg: TrainConfig, t: TrainConfig) -> None:
+    """The student must be cheaper than the teacher, and feature distillation needs matching layouts."""
+    from fastcycle.distill.features import layout_of
+
+    s, size = cfg.model, cfg.data.crop_size
+    if s.netG == "dcgan":
+        raise UserError("--netG dcgan makes images from noise; a student translates images like its teacher")
+    macs_s = generator_cost(s.netG, s.ngf, s.norm, size)[1]
+    macs_t = generator_cost(t.model.netG, t.model.ngf, t.model.norm, size)[1]
+    if macs_s >= macs_t:
+        raise UserError(
+            f"the student --netG {s.netG} --ngf {s.ngf} ({macs_s / 1e9:.2f} G MACs at {size}x{size}) is "
+            f"not smaller than the teacher {t.model.netG} ngf {t.model.ngf} ({macs_t / 1e9:.2f} G); "
+            "choose fewer filters (--ngf) or blocks"
+        )
+    if cfg.distill.lambda_distill > 0 and layout_of(s.netG) != layout_of(t.model.netG):
+        raise UserError(
+            "feature distillation compares activations at the same resolution: a ResNet teacher with a "
+            f"ResNet or mobile student, a U-Net with a U-Net (teacher {t.model.netG}, student {s.netG}); "
+            "pass --lambda-distill 0 to distil the outputs only"
+        )
+
+
+def load_teacher(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
+    """The teacher's full checkpoint state and config, its contents checked against the checksum
+    recorded in cfg when the distillation started."""
+    di = cfg.distill
+    current = read_teacher(di.teacher)
+    if current.sha256 != di.teacher_sha256:
+        raise UserError(
+            f"the teacher {di.teacher} changed since this distillation started (its checksum differs); "
+            "distil anew into another --out"
+        )
+    state = load_checkpoint(current.path)
+    return state, current.config
+
+
+def teacher_generator(state: dict, t: TrainConfig, direction: str, kernels: str, source: str) -> nn.Module:
+    """The teacher's generator for `direction` (EMA weights when kept), frozen in eval mode."""
+    from fastcycle.translate import generator_from_checkpoint
+
+    one_way = "AtoB" if t.model.model != "cycle_gan" else direction  # pix2pix: its only generator
+    return generator_from_checkpoint(state, one_way, kernels, source).eval().requires_grad_(False)
+
+
+def teacher_discriminator(state: dict, t: TrainConfig, direction: str) -> nn.Module:
+    """The teacher's discriminator of the output domain, to start the student's adversarial loss from:
+    CycleGAN's D_B for AtoB (it judges domain B), D_A for BtoA; pix2pix's conditional D (6 channels)."""
+    m = t.model
+    pix2pix = m.model == "pix2pix"
+    name = "D" if pix2pix else ("D_B" if direction == "AtoB" else "D_A")
+    net = build_discriminator(
+        m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=6 if pix2pix else 3
+    )
+    weights = {k: v for k, v in state["model"]["nets"][name].items() if not k.startswith("cls.")}
+    return load_weights(net, weights, f"the teacher's {name}")  # a class head (--aux-classifier) is left out

@@ -1,0 +1,317 @@
+"""`fastcycle distill` on CPU at tiny sizes: the student learns its teacher, adapters align every
+supported pair, resume is exact, a student exports and translates like any run, the report, bad input.
+
+Teachers are tiny CycleGANs trained for 24 steps (two epochs): a fixed, nontrivial image -> image
+function is all "the student learns the teacher" needs (a random-init generator is not one: its output
+is a high-frequency texture of its weights, which a smaller network cannot follow)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from fastcycle.checkpoint import load_checkpoint
+from fastcycle.cli import main
+from fastcycle.config import apply_overrides, dcgan, demo
+from fastcycle.data.demo import psnr
+from fastcycle.distill.data import held_out_images
+from fastcycle.distill.features import FeatureAdapters, tap_shapes
+from fastcycle.distill.metrics import generator_cost, ssim
+from fastcycle.distill.report import REPORT_NAME, build_report, format_report
+from fastcycle.distill.teacher import read_teacher, student_config
+from fastcycle.errors import UserError
+from fastcycle.export.command import ExportRequest, run_export
+from fastcycle.export.onnx import TENSORRT_OPS
+from fastcycle.export.parity import TOLERANCE
+from fastcycle.export.runner import TorchRunner
+from fastcycle.train import train
+from fastcycle.train.families import build_model
+from fastcycle.train.runtime import resolve_precision
+from fastcycle.translate import _run, load_generator, open_runner
+from tests.test_train import tiny
+from tests.toy_data import _blobs
+
+CPU = torch.device("cpu")
+FP32 = resolve_precision(False, "auto", CPU)
+TEACHER = dict(netG="resnet_6blocks", ngf=8, load_size=36, crop_size=32, batch_size=2, lr=2e-3, device="cpu")
+# The student's own flags in these tests: a quick schedule, no sample grids until the end.
+QUICK = dict(lr=2e-3, n_epochs=100, n_epochs_decay=0, batch_size=4, log_every=5, device="cpu")
+
+
+def write_blobs(folder: Path, n: int, seed: int, size: int = 36) -> Path:
+    """n smooth colour-field images (photo-like, unlike noise) of size x size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(_blobs(rng, size)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny CycleGAN after 24 steps, on 24 + 24 training and 8 held-out (testA) blob images."""
+    root = tmp_path_factory.mktemp("distill")
+    for name, n, seed in (("trainA", 24, 1), ("trainB", 24, 2), ("testA", 8, 3)):
+        write_blobs(root / "data" / name, n, seed)
+    train(tiny(data=str(root / "data"), out=str(root / "teacher"), **TEACHER))
+    return SimpleNamespace(root=root, run=root / "teacher", data=root / "data")
+
+
+def distill(teacher_run: Path, out: Path, direction: str | None = "AtoB", **overrides):
+    cfg = student_config(read_teacher(teacher_run), direction, {"out": str(out), **QUICK, **overrides})
+    return cfg, train(cfg)
+
+
+@torch.no_grad()
+def _psnr_vs_teacher(student: torch.nn.Module, teacher: torch.nn.Module, run: Path) -> float:
+    """Mean PSNR (dB) of the student's translations against the teacher's on the held-out images."""
+    images = [img for _, img in held_out_images(run)[0]]
+    s, t = (_run(TorchRunner(net, CPU), images)[0] for net in (student, teacher))
+    return psnr(torch.from_numpy(np.stack(s)), torch.from_numpy(np.stack(t))).mean().item()
+
+
+def test_the_student_learns_the_teacher_on_held_out_images(teacher, tmp_path):
+    cfg, result = distill(teacher.run, tmp_path / "student", max_steps=80)
+    assert [k for k in result.losses[-1] if k.startswith("G_")] == ["G_recon", "G_distill"]
+    T = load_generator(teacher.run, "AtoB")
+    trained = _psnr_vs_teacher(load_generator(tmp_path / "student"), T, tmp_path / "student")
+    untrained = _psnr_vs_teacher(build_model(cfg, CPU, FP32).generator().eval(), T, tmp_path / "student")
+    # Measured on testA (8 images), teacher and student seeds 0-4: trained 26.3-30.2 dB, untrained
+    # 8.3-11.1 dB. 22 dB leaves 4 dB for other CPUs' rounding (it changes a run like another seed does)
+    # and is 11 dB out of an untrained student's reach.
+    assert untrained < 14 and trained > 22, (trained, untrained)
+    # The logged L1 to the teacher fell to 0.21-0.29 of its value at step 5 (same seeds).
+    assert result.losses[-1]["G_recon"] < 0.4 * result.losses[0]["G_recon"]
+    grid = Image.open(next((tmp_path / "student" / "samples").glob("*.png")))
+    assert grid.size == (4 * 32, 4 * 32)  # input | teacher | student | difference, one row per image
+
+
+@pytest.mark.parametrize(
+    "teacher_netG, student_netG",
+    [
+        (t, s)
+        for group in (
+            ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks", "mobile_resnet_6blocks"),
+            ("unet_256", "unet_128"),
+        )
+        for t in group
+        for s in group
+    ],
+)
+def test_adapters_align_every_supported_pair(teacher_netG, student_netG):
+    t = tap_shapes(teacher_netG, 16, "instance", 256)
+    s = tap_shapes(student_netG, 8, "instance", 256)
+    assert len(t) == len(s) and [x[1:] for x in t] == [x[1:] for x in s]  # same H, W at every tap
+    adapters = FeatureAdapters([c for c, _, _ in s], [c for c, _, _ in t])
+    out = adapters([torch.zeros(1, *shape) for shape in s])
+    assert [tuple(o.shape[1:]) for o in out] == t
+
+
+def test_feature_taps_are_gan_compressions_layers():
+    # GAN Compression distils resnet_9blocks at model.9, .12, .15, .18 (4 ngf channels at H/4).
+    from fastcycle.distill.features import tap_points
+    from fastcycle.models import build_generator
+
+    assert tap_points(build_generator("mobile_resnet_9blocks", ngf=4)) == [
+        f"model.{i}" for i in (9, 12, 15, 18)
+    ]
+    assert tap_shapes("resnet_9blocks", 64, "instance", 256) == [(256, 64, 64)] * 4
+
+
+def test_resume_is_exact(teacher, tmp_path):
+    """Stopped at step 2 and resumed, a student with all three losses (the discriminator started from the
+    teacher's D_B) ends bitwise where an uninterrupted run ends."""
+    common = dict(max_steps=4, lambda_gan=1.0, ema_decay=0.9, save_every=2)
+    _, full = distill(teacher.run, tmp_path / "full", **common)
+    distill(teacher.run, tmp_path / "split", **(common | {"max_steps": 2}))
+    _, resumed = distill(teacher.run, tmp_path / "split", **common, resume=True)
+    assert [r["step"] for r in resumed.losses] == [4] and set(full.losses[-1]) >= {
+        "G_gan",
+        "D_real",
+        "D_fake",
+    }
+    a, b = load_checkpoint(tmp_path / "full")["model"], load_checkpoint(tmp_path / "split")["model"]
+    assert set(a["nets"]) == {"G", "A", "D"} and set(a["ema"]) == {"G"}  # no teacher among them
+    for part in ("nets", "ema"):
+        for name, weights in a[part].items():
+            for k, v in weights.items():
+                assert torch.equal(v, b[part][name][k]), (part, name, k)
+
+
+def test_the_discriminator_starts_as_the_teachers(teacher):
+    cfg = student_config(read_teacher(teacher.run), "AtoB", {"lambda_gan": 1.0, "device": "cpu"})
+    D = build_model(cfg, CPU, FP32).nets["D"]
+    saved = load_checkpoint(teacher.run)["model"]["nets"]["D_B"]  # judges domain B, the AtoB outputs
+    assert all(torch.equal(v, saved[k]) for k, v in D.state_dict().items())
+
+
+def test_a_student_exports_and_translates_like_any_run(teacher, tmp_path):
+    distill(teacher.run, tmp_path / "student", max_steps=2)
+    said: list[str] = []
+    onnx_path, weights = tmp_path / "s.onnx", tmp_path / "s.safetensors"
+    req = ExportRequest(
+        str(tmp_path / "student"), onnx=str(onnx_path), safetensors=str(weights), dynamic_hw=True, size=32
+    )
+    run_export(req, say=said.append)
+    assert any(line.startswith("parity onnxruntime") and "4 real images" in line for line in said)
+    graph = onnx.load(onnx_path).graph
+    assert {n.op_type for n in graph.node} <= TENSORRT_OPS
+    groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+    assert max(groups) == 16  # the depthwise convs (4 ngf = 16 channels) are grouped Conv nodes
+    G = load_generator(tmp_path / "student")
+    x = torch.rand(3, 3, 40, 44, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        want = G(x)
+    for model in (onnx_path, weights, tmp_path / "student"):
+        got = open_runner("auto", model, CPU)(x)
+        assert (got - want).abs().max() <= TOLERANCE["fp32"], model  # fp32 both sides: sum order only
+    argv = ["translate", "--checkpoint", str(tmp_path / "student"), "--input", str(teacher.data / "testA")]
+    rc = main([*argv, "--output", str(tmp_path / "out"), "--device", "cpu", "--workers", "1"])
+    assert rc == 0 and len(list((tmp_path / "out").glob("*.png"))) == 8
+
+
+def test_the_report_on_a_demo_teacher(tmp_path, capsys):
+    """A demo teacher (one step of `fastcycle train` without --data) and a one-step student: the report
+    has both generators' cost and speed, the held-out PSNR/SSIM and the PSNR against the true map f."""
+    train(apply_overrides(demo(), {"out": str(tmp_path / "t"), "max_steps": 1, "device": "cpu"}))
+    argv = ["distill", "--teacher", str(tmp_path / "t"), "--direction", "AtoB", "--out", str(tmp_path / "s")]
+    assert main([*argv, "--max-steps", "1", "--device", "cpu", "--report-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "distillation report:" in out and "PSNR vs the demo's true map f(a)" in out
+    report = json.loads((tmp_path / "s" / REPORT_NAME).read_text())
+    assert report["student"]["netG"] == "mobile_resnet_6blocks" and report["student"]["ngf"] == 8
+    assert report["teacher"]["macs"]["64"] > 4 * report["student"]["macs"]["64"]
+    assert report["held_out"]["where"] == "testA/" and report["held_out"]["images"] > 10
+    assert set(report["images_per_s"]["batch_1"]) == {"teacher", "student"}
+    assert report["demo_psnr_vs_f"]["untranslated"] == pytest.approx(
+        17.0, abs=0.1
+    )  # the demo's stated baseline
+    assert format_report(report).count("\n") >= 7
+
+
+def test_generator_cost_matches_the_design_numbers():
+    assert generator_cost("resnet_9blocks", 64, "instance", 256) == (11_378_179, 49_551_507_456)
+    params, macs = generator_cost("mobile_resnet_9blocks", 32, "instance", 256)
+    assert macs * 10 < 49_551_507_456 and params == 514_307  # the full-size target: >= 10x fewer MACs
+
+
+def test_ssim_matches_skimage():
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 37, 53), generator=g, dtype=torch.uint8)
+    y = (x.int() + torch.randint(-40, 40, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    want = [
+        structural_similarity(
+            a.permute(1, 2, 0).numpy(),
+            b.permute(1, 2, 0).numpy(),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+            channel_axis=2,
+        )
+        for a, b in zip(x, y, strict=True)
+    ]
+    # Both in float64 from the same formula: rounding only.
+    assert ssim(x, y).tolist() == pytest.approx(want, abs=1e-10)
+    assert ssim(x, x).tolist() == pytest.approx([1.0, 1.0], abs=1e-12)
+
+
+# --- bad input: one line each ---------------------------------------------------------------------------
+
+
+def _one_line_error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fastcycle: error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_a_dcgan_teacher_is_one_line(tmp_path, capsys):
+    from fastcycle.checkpoint import save_checkpoint
+
+    cfg = apply_overrides(dcgan(), {"ngf": 4, "ndf": 4})
+    save_checkpoint(
+        tmp_path / "dc", {"config": cfg.to_dict(), "model": build_model(cfg, CPU, FP32).state_dict()}
+    )
+    line = _one_line_error(["distill", "--teacher", str(tmp_path / "dc"), "--direction", "AtoB"], capsys)
+    assert "is a DCGAN (noise -> image); a teacher translates images" in line
+
+
+def test_a_missing_direction_is_one_line(teacher, capsys):
+    line = _one_line_error(["distill", "--teacher", str(teacher.run)], capsys)
+    assert "is a CycleGAN, with a generator each way: pass --direction AtoB" in line
+
+
+def test_a_student_larger_than_the_teacher_is_one_line(teacher, capsys):
+    argv = [
+        "distill",
+        "--teacher",
+        str(teacher.run),
+        "--direction",
+        "BtoA",
+        "--netG",
+        "resnet_9blocks",
+        "--ngf",
+        "8",
+    ]
+    line = _one_line_error(argv, capsys)
+    assert "is not smaller than the teacher resnet_6blocks ngf 8" in line
+
+
+def test_other_bad_input_is_one_line(teacher, tmp_path, capsys):
+    unet = ["distill", "--teacher", str(teacher.run), "--direction", "AtoB", "--netG", "unet_128"]
+    assert "so it needs crops that are a multiple of 128 (--crop-size 32" in _one_line_error(unet, capsys)
+    assert "needs --teacher RUN" in _one_line_error(["distill"], capsys)
+    assert "is not a `fastcycle distill` run" in _one_line_error(
+        ["distill", "--report", str(teacher.run)], capsys
+    )
+    missing = _one_line_error(["distill", "--teacher", str(tmp_path / "nope"), "--direction", "AtoB"], capsys)
+    assert "no fastcycle checkpoint there" in missing
+    assert "is trained by `fastcycle distill" in _one_line_error(["train", "--model", "distill"], capsys)
+
+
+def test_resume_refuses_a_changed_teacher(teacher, tmp_path):
+    moving = tmp_path / "teacher"
+    shutil.copytree(teacher.run, moving)
+    distill(moving, tmp_path / "student", max_steps=1)
+    more = dict(n_epochs=2, max_steps=25, resume=True)  # one more step: another checkpoint
+    train(tiny(data=str(teacher.data), out=str(moving), **TEACHER, **more))
+    with pytest.raises(UserError, match="that teacher has changed or another is given"):
+        distill(moving, tmp_path / "student", max_steps=2, resume=True)
+    with pytest.raises(UserError, match="changed since this student was distilled"):
+        build_report(tmp_path / "student", CPU, size=32)
+
+
+def test_a_pix2pix_teacher(tmp_path):
+    """A U-Net teacher: a U-Net student, its conditional discriminator, the last tenth of train/ held out
+    (the data has no test/), and no feature distillation across layouts."""
+    from tests.test_families import SIDE, p2p_config
+    from tests.toy_data import write_pix2pix
+
+    write_pix2pix(tmp_path / "data", 10, SIDE, seed=0)
+    train(p2p_config(tmp_path / "data", tmp_path / "t", max_steps=1, batch_size=2))
+    teacher = read_teacher(tmp_path / "t")
+    with pytest.raises(UserError, match=r"a U-Net with a U-Net .*pass --lambda-distill 0"):
+        student_config(teacher, None, {"netG": "mobile_resnet_6blocks", "ngf": 2})
+    with pytest.raises(UserError, match="translates AtoB only; drop --direction BtoA"):
+        student_config(teacher, "BtoA", {})
+    assert student_config(teacher, None, {"netG": "mobile_resnet_6blocks", "ngf": 2, "lambda_distill": 0.0})
+    cfg, result = distill(tmp_path / "t", tmp_path / "s", None, max_steps=2, lambda_gan=1.0, batch_size=2)
+    assert (cfg.model.netG, cfg.model.ngf) == ("unet_128", 4)
+    assert {"G_recon", "G_distill", "G_gan", "D_real", "D_fake"} <= set(result.losses[-1])
+    images, where = held_out_images(tmp_path / "s")
+    assert where == "the last 1 training pairs, kept out of training" and images[0][1].shape == (
+        SIDE,
+        SIDE,
+        3,
+    )
