@@ -77,6 +77,9 @@ _FROM_TEACHER = {
     **dict.fromkeys(("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"), "the teacher's"),
     **dict.fromkeys(("preprocess", "load_size", "crop_size", "log_every", "sample_every"), "the teacher's"),
     "save_every": "the teacher's",
+    **dict.fromkeys(
+        ("max_dataset_size", "num_workers", "loader", "prefetch", "cache_budget_gb"), "the teacher's"
+    ),
 }
 
 

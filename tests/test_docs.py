@@ -15,7 +15,7 @@ def _flags(command: str) -> set[str]:
 
 
 def test_readme_documents_every_flag():
-    for command in ("train", "translate", "export", "sample", "plot"):
+    for command in ("train", "translate", "export", "sample", "plot", "distill"):
         documented = set(re.findall(r"^\| `(--[\w-]+)`", README, flags=re.MULTILINE))
         missing = _flags(command) - documented
         assert not missing, f"README lacks `fastcycle {command}` flags {sorted(missing)}"

@@ -1,12 +1,12 @@
 """The teacher of a distillation: a finished fastcycle CycleGAN or pix2pix run, identified by its
 checkpoint's path and checksum, the networks taken from it, and the student's config derived from it.
 
-A student inherits the teacher's data, preprocessing, norm, initialisation and schedule (epochs, lr,
-batch, EMA), so `fastcycle distill --teacher RUN --direction AtoB` needs no other flag; its own
-defaults are the student architecture (the mobile ResNet with the teacher's block count for a ResNet
-teacher, the same U-Net for a U-Net teacher) at half the teacher's filters, GAN Compression's choice
-for horse2zebra (ngf 64 -> 32).
-"""
+A student inherits the teacher's data and loader options, preprocessing, norm, initialisation and
+schedule (epochs, lr, batch, EMA), not its runtime choices (device, --amp, --compile, seed), so
+`fastcycle distill --teacher RUN --direction AtoB` needs no other flag. Its own defaults are the
+student architecture (the mobile ResNet with the teacher's block count for a ResNet teacher, the same
+U-Net for a U-Net teacher) at half the teacher's filters, GAN Compression's choice for horse2zebra
+(ngf 64 -> 32)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from pathlib import Path
 from torch import nn
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, safe_load
-from fastcycle.config import DistillConfig, LossConfig, RunConfig, TrainConfig, apply_overrides, validate
+from fastcycle.config import (
+    DistillConfig,
+    LossConfig,
+    RunConfig,
+    RuntimeConfig,
+    TrainConfig,
+    apply_overrides,
+    validate,
+)
 from fastcycle.distill.metrics import generator_cost
 from fastcycle.errors import UserError
 from fastcycle.models import MOBILE_N_BLOCKS, N_BLOCKS, build_discriminator
@@ -96,6 +104,8 @@ def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> 
         t.data, data=data, direction=direction or t.data.direction, labels_A=None, labels_B=None
     )
     cfg.loss = LossConfig(gan_mode=t.loss.gan_mode, lambda_gp=t.loss.lambda_gp)  # the optional D's objective
+    cfg.optim = replace(t.optim, epoch_count=1)
+    cfg.runtime = RuntimeConfig()  # the machine's choices, not the model's: the teacher's may not apply here
     cfg.run = RunConfig(
         name=f"{teacher.path.parent.name}_student",
         log_every=t.run.log_every,
