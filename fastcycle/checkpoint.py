@@ -48,13 +48,14 @@ def atomic_save(obj: Any, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def safe_load(path: Path) -> Any:
-    """torch.load with weights_only=True, turning every failure into one UserError line."""
+def safe_load(path: Path, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True, turning every failure into one UserError line. mmap: map the
+    tensors instead of reading them, for callers that only look at the small entries."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # torch reports both a pickle that imports code and plain garbage as UnpicklingError; only
         # the former names a GLOBAL (e.g. "GLOBAL posix.system").

@@ -275,7 +275,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from fastcycle.distill.command import run_distill  # deferred: `fastcycle --help` should not import torch
+    from fastcycle.train.distill.command import (
+        run_distill,  # deferred: `fastcycle --help` should not import torch
+    )
 
     given = vars(args)
     overrides = {name: given[name] for _, names in DISTILL_FLAGS for name in names if name in given}

@@ -173,19 +173,11 @@ class RunConfig:
 class DistillConfig:
     """`fastcycle distill`: the teacher and the student's objective (the student is model.netG/ngf)."""
 
-    teacher: str | None = _f(None, "distill: the teacher's checkpoint (a fastcycle CycleGAN or pix2pix run)")
-    teacher_sha256: str = _f("", "distill: the teacher checkpoint's checksum when distillation started")
-    lambda_recon: float = _f(
-        10.0, "distill: weight of the L1 loss between the student's and the teacher's outputs"
-    )
-    lambda_distill: float = _f(
-        0.01,
-        "distill: weight of the feature loss (L2 between adapted student and teacher activations; 0: off)",
-    )
-    lambda_gan: float = _f(
-        0.0,
-        "distill: weight of the adversarial loss, with a discriminator started from the teacher's (0: off)",
-    )
+    teacher: str | None = _f(None, "the teacher's checkpoint (a fastcycle CycleGAN or pix2pix run)")
+    teacher_sha256: str = _f("", "the teacher checkpoint's checksum when the distillation started")
+    lambda_recon: float = _f(10.0, "weight of the L1 loss between the student's and the teacher's outputs")
+    lambda_distill: float = _f(0.01, "weight of the feature loss (adapted student vs teacher features, L2)")
+    lambda_gan: float = _f(0.0, "weight of the adversarial loss, D started from the teacher's (0: off)")
 
 
 SECTIONS = {
@@ -374,10 +366,8 @@ def _validate_model(cfg: TrainConfig) -> None:
     di = cfg.distill
     if min(di.lambda_recon, di.lambda_distill, di.lambda_gan) < 0:
         raise UserError("--lambda-recon, --lambda-distill and --lambda-gan must be >= 0")
-    if m.model == "distill" and not di.teacher:
-        raise UserError("--model distill needs a teacher: use `fastcycle distill --teacher RUN`")
-    if di.teacher and m.model != "distill":
-        raise UserError(f"--teacher belongs to `fastcycle distill`, not --model {m.model}; drop it")
+    if (m.model == "distill") != bool(di.teacher):  # a teacher is what makes a run a distillation
+        raise UserError("--model distill is trained by `fastcycle distill --teacher RUN`, and only it")
     parse_label_smoothing(lo.label_smoothing)
     if o.lr_decay_iters <= 0:
         raise UserError(f"--lr-decay-iters must be positive, got {o.lr_decay_iters}")

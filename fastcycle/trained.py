@@ -117,8 +117,8 @@ def generator_from_checkpoint(state: dict, direction: str, kernels: str, source:
         name = CYCLE_GENERATORS[direction]
     elif direction != "AtoB":
         raise UserError(
-            f"{source} is a {m.model} run, whose generator works one way (pix2pix: --direction at "
-            "training time); drop --direction BtoA"
+            f"{source} is a {m.model} run, whose generator works one way (the --direction it was trained "
+            "or distilled for); drop --direction BtoA"
         )
     else:
         name = "G"

@@ -20,22 +20,23 @@ from PIL import Image
 
 from fastcycle.checkpoint import load_checkpoint
 from fastcycle.cli import main
-from fastcycle.config import apply_overrides, dcgan, demo
+from fastcycle.config import apply_overrides
 from fastcycle.data.demo import psnr
-from fastcycle.distill.data import held_out_images
-from fastcycle.distill.features import FeatureAdapters, tap_shapes
-from fastcycle.distill.metrics import generator_cost, ssim
-from fastcycle.distill.report import REPORT_NAME, build_report, format_report
-from fastcycle.distill.teacher import read_teacher, student_config
 from fastcycle.errors import UserError
+from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS
 from fastcycle.export.parity import TOLERANCE
-from fastcycle.export.runner import TorchRunner
+from fastcycle.presets import dcgan, demo
+from fastcycle.runtime import resolve_precision
 from fastcycle.train import train
+from fastcycle.train.distill.data import held_out_images
+from fastcycle.train.distill.features import FeatureAdapters, tap_points, tap_shapes
+from fastcycle.train.distill.measure import generator_cost, ssim
+from fastcycle.train.distill.report import REPORT_NAME, build_report, format_report, translate_images
+from fastcycle.train.distill.teacher import read_teacher, student_config
 from fastcycle.train.families import build_model
-from fastcycle.train.runtime import resolve_precision
-from fastcycle.translate import _run, load_generator, open_runner
+from fastcycle.trained import load_generator
 from tests.test_train import tiny
 from tests.toy_data import _blobs
 
@@ -74,8 +75,8 @@ def distill(teacher_run: Path, out: Path, direction: str | None = "AtoB", **over
 def _psnr_vs_teacher(student: torch.nn.Module, teacher: torch.nn.Module, run: Path) -> float:
     """Mean PSNR (dB) of the student's translations against the teacher's on the held-out images."""
     images = [img for _, img in held_out_images(run)[0]]
-    s, t = (_run(TorchRunner(net, CPU), images)[0] for net in (student, teacher))
-    return psnr(torch.from_numpy(np.stack(s)), torch.from_numpy(np.stack(t))).mean().item()
+    s, t = (torch.stack(translate_images(net, images, CPU)) for net in (student, teacher))
+    return psnr(s, t).mean().item()
 
 
 def test_the_student_learns_the_teacher_on_held_out_images(teacher, tmp_path):
@@ -117,7 +118,6 @@ def test_adapters_align_every_supported_pair(teacher_netG, student_netG):
 
 def test_feature_taps_are_gan_compressions_layers():
     # GAN Compression distils resnet_9blocks at model.9, .12, .15, .18 (4 ngf channels at H/4).
-    from fastcycle.distill.features import tap_points
     from fastcycle.models import build_generator
 
     assert tap_points(build_generator("mobile_resnet_9blocks", ngf=4)) == [

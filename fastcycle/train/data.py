@@ -35,11 +35,12 @@ class DataSource:
 
 
 def data_root(cfg: TrainConfig, env: RunEnv) -> Path:
-    """--data, or the built-in demo dataset (CycleGAN only), which rank 0 builds in the run folder."""
+    """--data, or the built-in demo dataset (CycleGAN, and the student of a demo CycleGAN), which rank 0
+    builds in the run folder."""
     if cfg.data.data is not None:
         return Path(cfg.data.data)
     family = cfg.model.model
-    if family != "cycle_gan":
+    if family not in ("cycle_gan", "distill"):
         what = "a train/ folder of A|B images" if family == "pix2pix" else "a folder of images"
         raise UserError(f"--model {family} has no built-in demo: pass --data DIR ({what})")
     root = env.run_dir / "demo_data"

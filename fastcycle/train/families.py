@@ -21,6 +21,10 @@ def model_family(cfg: TrainConfig) -> type[GANModel]:
         from fastcycle.train.dcgan import DCGAN
 
         return DCGAN
+    if family == "distill":
+        from fastcycle.train.distill.model import Distiller
+
+        return Distiller
     from fastcycle.train.step import CycleGAN
 
     return CycleGAN
@@ -35,8 +39,8 @@ def build_model(
     labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     n_classes: int = 0,
 ) -> GANModel:
-    """A freshly initialised CycleGAN, Pix2Pix or DCGAN for cfg. labels, n_classes: CycleGAN's class
-    heads (--aux-classifier), from its DataSource."""
+    """A freshly initialised CycleGAN, Pix2Pix, DCGAN or Distiller for cfg. labels, n_classes:
+    CycleGAN's class heads (--aux-classifier), from its DataSource."""
     family = model_family(cfg)
     if labels is not None:
         return family(cfg, device, precision, kernels, dist_info, labels, n_classes)

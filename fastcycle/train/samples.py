@@ -1,5 +1,6 @@
 """Sample grids written during training: CycleGAN (real | translated | reconstructed, both ways),
-pix2pix (input | output | target) and DCGAN (a fixed noise batch)."""
+pix2pix (input | output | target), DCGAN (a fixed noise batch) and distillation (input | teacher |
+student | difference)."""
 
 from __future__ import annotations
 
@@ -56,4 +57,22 @@ def save_noise_grid(model, z: torch.Tensor, path: Path, ncol: int = 8) -> np.nda
         images = to_uint8(G(z))  # (n, 3, 64, 64)
     n = len(images) // ncol * ncol or len(images)
     rows = [torch.cat(list(images[i : i + ncol]), dim=2) for i in range(0, n, ncol)]
+    return _write(rows, path)
+
+
+DIFFERENCE_GAIN = 4  # the distillation grid's |teacher - student| column, brightened to show small errors
+
+
+@torch.no_grad()
+def save_distill_grid(model, x: torch.Tensor, path: Path) -> np.ndarray:
+    """Distillation: one row per image, input | teacher | student | |teacher - student| x DIFFERENCE_GAIN
+    (black where they agree)."""
+    G = model.generator()
+    with eval_mode(G), model.autocast():
+        teacher, student = model.teacher(x).float(), G(x).float()
+    difference = ((teacher - student).abs() * DIFFERENCE_GAIN - 1).clamp(-1, 1)  # 0 -> -1: black
+    rows = [
+        torch.cat([to_uint8(t) for t in tiles], dim=2)
+        for tiles in zip(x, teacher, student, difference, strict=True)
+    ]
     return _write(rows, path)

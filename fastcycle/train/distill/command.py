@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 
 from fastcycle.errors import UserError
+from fastcycle.runtime import resolve_device
+from fastcycle.train.distill.report import build_report, format_report
+from fastcycle.train.distill.teacher import read_teacher, student_config
+from fastcycle.train.loop import train
 
 
 def run_distill(
     teacher: str | None, direction: str | None, report_run: str | None, report_size: int, overrides: dict
 ) -> list[str]:
     """Distil `teacher` (or, with report_run, only report on a finished student); the lines to print."""
-    from fastcycle.distill.report import build_report, format_report
-    from fastcycle.distill.teacher import read_teacher, student_config
-    from fastcycle.train import train
-    from fastcycle.train.runtime import resolve_device
-
     if report_size <= 0 or report_size % 4:
         raise UserError(f"--report-size {report_size} must be a positive multiple of 4")
     if report_run:
@@ -29,6 +28,6 @@ def run_distill(
         )
     cfg = student_config(read_teacher(teacher), direction, overrides)
     result = train(cfg)
-    if result.stopped_by or int(os.environ.get("RANK", "0")) != 0:  # stopped early, or not torchrun's rank 0
+    if result.stopped_by or os.environ.get("RANK", "0") != "0":  # stopped early, or not torchrun's rank 0
         return []
     return [format_report(build_report(result.run_dir, resolve_device(cfg.runtime.device), report_size))]

@@ -26,11 +26,11 @@ from fastcycle.config import (
     apply_overrides,
     validate,
 )
-from fastcycle.distill.metrics import generator_cost
 from fastcycle.errors import UserError
 from fastcycle.models import MOBILE_N_BLOCKS, N_BLOCKS, build_discriminator
-
-TEACHER_FAMILIES = ("cycle_gan", "pix2pix")
+from fastcycle.train.distill.features import layout_of
+from fastcycle.train.distill.measure import generator_cost
+from fastcycle.trained import generator_from_checkpoint
 
 
 @dataclass
@@ -45,8 +45,8 @@ class Teacher:
 
 
 def read_teacher(source: str | Path) -> Teacher:
-    """The teacher's config and checksum (its tensors are memory-mapped, not read); UserError for a
-    path that holds no usable teacher."""
+    """The teacher's config and checksum (its tensors are memory-mapped, not read: the checksum is
+    checked where they are loaded, by load_teacher); UserError for a path that holds no usable teacher."""
     path = Path(source)
     path = path / CHECKPOINT_NAME if path.is_dir() else path
     if not path.is_file():
@@ -120,8 +120,6 @@ def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> 
 
 def _check_pair(cfg: TrainConfig, t: TrainConfig) -> None:
     """The student must be cheaper than the teacher, and feature distillation needs matching layouts."""
-    from fastcycle.distill.features import layout_of
-
     s, size = cfg.model, cfg.data.crop_size
     if s.netG == "dcgan":
         raise UserError("--netG dcgan makes images from noise; a student translates images like its teacher")
@@ -157,8 +155,6 @@ def load_teacher(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
 
 def teacher_generator(state: dict, t: TrainConfig, direction: str, kernels: str, source: str) -> nn.Module:
     """The teacher's generator for `direction` (EMA weights when kept), frozen in eval mode."""
-    from fastcycle.translate import generator_from_checkpoint
-
     one_way = "AtoB" if t.model.model != "cycle_gan" else direction  # pix2pix: its only generator
     return generator_from_checkpoint(state, one_way, kernels, source).eval().requires_grad_(False)
 

@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from fastcycle.atomic import write_atomic
-from fastcycle.data.aligned import AlignedLoader, PairedSpec, find_pairs
+from fastcycle.config import TrainConfig
+from fastcycle.data.aligned import AlignedLoader, find_pairs
+from fastcycle.data.contract import LoaderSpec
 from fastcycle.data.folders import list_images, load_rgb
-from fastcycle.data.loader import LoaderSpec, build_loader
+from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
+from fastcycle.train.data import DataSource, log_scans, spec_fields
+from fastcycle.train.distill.teacher import read_teacher
+from fastcycle.train.env import RunEnv
+from fastcycle.train.runlog import log
 
 HELD_OUT_NAME = "held_out.json"
 HOLD_OUT_EVERY = 10  # without test images, the last 1/10 of the training images is held out
@@ -33,53 +39,53 @@ def _keep_out(n: int) -> int:
     return max(1, n // HOLD_OUT_EVERY) if n >= 2 else 0
 
 
-def open_distill_data(cfg, data_root: Path, run_dir: Path, state: dict | None, common: dict, log):
-    """(loader, note) over the teacher's training data for the student, and held_out.json written.
-    common: the loop's LoaderSpec/PairedSpec arguments (preprocessing, batch, device, shard); log: the
-    run's log function."""
-    from fastcycle.distill.teacher import read_teacher
-    from fastcycle.train.loop import _log_scan  # the loop imports this module lazily: no import cycle
-
+def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+    """The loader over the teacher's training data under `root` for the student, and held_out.json
+    written in the run folder. A CycleGAN teacher's data is read by the --loader choice, a pix2pix
+    teacher's pairs by the torch loader."""
     family = read_teacher(cfg.distill.teacher).family  # cycle_gan or pix2pix
     d, direction = cfg.data, cfg.data.direction
     source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+    fields = spec_fields(cfg, env)
     if family == "pix2pix":
-        files = find_pairs(data_root, d.max_dataset_size)
-        for scan in files.scans:
-            _log_scan(scan)
-        held, where = _test_images(data_root, source, paired=True)
+        if d.loader not in ("auto", "torch"):
+            raise UserError(
+                f"a pix2pix teacher's pairs are read with --loader torch; drop --loader {d.loader}"
+            )
+        files = find_pairs(root, d.max_dataset_size)
+        log_scans(files.scans, files.unmatched)
+        held, where = _test_images(root, source, paired=True)
         if not held:
             keep = len(files.pairs) - _keep_out(len(files.pairs))
             if files.layout == "train":
                 held = [(str(p), "left" if source == "A" else "right") for p, _ in files.pairs[keep:]]
             else:
                 held = [(str(pair[0 if source == "A" else 1]), None) for pair in files.pairs[keep:]]
-            files = dataclasses.replace(files, pairs=files.pairs[:keep], sizes=files.sizes[:keep])
+            sides = dataclasses.replace(files.A, images=files.A.images[:keep])
+            files = dataclasses.replace(files, pairs=files.pairs[:keep], A=sides)
             where = f"the last {len(held)} training pairs, kept out of training"
-        spec = PairedSpec(len(files.pairs), **common)
-        loader = AlignedLoader(files, spec, direction, d.num_workers)
+        loader = AlignedLoader(files, LoaderSpec(files.A, None, **fields), direction, d.num_workers)
         note = loader.note
     else:
-        scans = [scan_domain(data_root, f"train{x}", d.max_dataset_size) for x in (source, target)]
-        for scan in scans:
-            _log_scan(scan)
-        held, where = _test_images(data_root, source, paired=False)
+        scans = [scan_domain(root, f"train{x}", d.max_dataset_size) for x in (source, target)]
+        log_scans(scans)
+        held, where = _test_images(root, source, paired=False)
         if not held:
             images = scans[0].images
             keep = len(images) - _keep_out(len(images))
             held = [(str(f.path), None) for f in images[keep:]]
             scans[0] = dataclasses.replace(scans[0], images=images[:keep])
             where = f"the last {len(held)} of train{source}, kept out of training"
-        spec = LoaderSpec(*scans, **common)  # Batch.A: the source domain, whichever folder it is
-        loader, note = build_loader(d, spec, run_dir, state.get("loader") if state else None)
+        spec = LoaderSpec(*scans, **fields)  # Batch.A: the source domain, whichever folder it is
+        loader, note = build_loader(d, spec, env.run_dir, state.get("loader") if state else None, log)
         note = f"{note}, train{source} -> train{target}"
     if not held:
-        raise UserError(f"{data_root} has too few images to hold any out for the report; add test{source}/")
+        raise UserError(f"{root} has too few images to hold any out for the report; add test{source}/")
     log(f"data: held out for the report: {len(held)} images, {where} (listed in {HELD_OUT_NAME})")
-    if common.get("rank", 0) == 0:
+    if env.dist.is_main:
         payload = {"where": where, "images": [{"path": str(Path(p).resolve()), "half": h} for p, h in held]}
-        write_atomic(run_dir / HELD_OUT_NAME, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
-    return loader, note
+        write_atomic(env.run_dir / HELD_OUT_NAME, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
+    return DataSource(root, loader, note)
 
 
 def _test_images(root: Path, source: str, paired: bool) -> tuple[list[tuple[str, str | None]], str]:

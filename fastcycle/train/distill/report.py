@@ -14,16 +14,20 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from fastcycle.atomic import write_atomic
-from fastcycle.checkpoint import run_config
 from fastcycle.config import TrainConfig
 from fastcycle.data import demo
-from fastcycle.distill.data import held_out_images
-from fastcycle.distill.metrics import generator_cost, images_per_second, ssim
-from fastcycle.distill.teacher import read_teacher
+from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
+from fastcycle.train.distill.data import held_out_images
+from fastcycle.train.distill.measure import generator_cost, images_per_second, ssim
+from fastcycle.train.distill.teacher import load_teacher, read_teacher, teacher_generator
+from fastcycle.trained import read_generator_file
 
 REPORT_NAME = "distill_report.json"
 MAX_IMAGES = 100  # held-out images compared (the first, in file order)
@@ -35,52 +39,47 @@ def _load_average() -> float | None:
 
 
 @torch.no_grad()
-def _translate_all(runner, images: list) -> list[torch.Tensor]:
-    """(H, W, 3) uint8 images -> their translations as (3, H, W) uint8, same-size images batched by 8."""
-    from fastcycle.translate import _run  # translate's pad-run-crop of one same-size batch
-
+def translate_images(net: nn.Module, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations: H and W
+    reflect-padded to the generator's multiple (4; 2**downs for a U-Net) and cropped back, as
+    `fastcycle translate` does."""
+    multiple = getattr(net, "size_multiple", 4)
     out = []
-    for i in range(0, len(images), 8):
-        group = images[i : i + 8]
-        sizes = {img.shape for img in group}
-        chunks = [group] if len(sizes) == 1 else [[img] for img in group]
-        for chunk in chunks:
-            out += [torch.from_numpy(y).permute(2, 0, 1) for y in _run(runner, chunk)[0]]
+    for img in images:
+        h, w = img.shape[:2]
+        x = to_model_range(torch.from_numpy(img.copy()).to(device).permute(2, 0, 1)[None])
+        ph, pw = -h % multiple, -w % multiple
+        mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
+        out.append(to_uint8(net(F.pad(x, (0, pw, 0, ph), mode=mode))[0, :, :h, :w]).cpu())
     return out
 
 
 def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> dict:
     """Measure the student of `run_dir` against its teacher; writes and returns the report."""
-    from fastcycle.export.runner import TorchRunner
-    from fastcycle.translate import load_generator
-
     run_dir = Path(run_dir)
-    config = run_config(run_dir)
-    if config is None or config["model"].get("model") != "distill":
+    student = read_generator_file(run_dir)  # UserError for a folder without a fastcycle checkpoint
+    if student.model != "distill":
         raise UserError(f"{run_dir} is not a `fastcycle distill` run; pass the student's run folder")
-    cfg = TrainConfig.from_dict(config)
-    teacher = read_teacher(cfg.distill.teacher)
-    if teacher.sha256 != cfg.distill.teacher_sha256:
-        raise UserError(
-            f"the teacher {teacher.path} changed since this student was distilled; the report compares a "
-            "student with the teacher it learned from"
-        )
-    one_way = cfg.data.direction if teacher.family == "cycle_gan" else "AtoB"
-    nets = {"teacher": load_generator(teacher.path, one_way), "student": load_generator(run_dir)}
-    archs = {"teacher": teacher.config.model, "student": cfg.model}
-    crop = cfg.data.crop_size
-    report: dict = {"run": str(run_dir), "teacher_path": str(teacher.path), "direction": cfg.data.direction}
-    for name, m in archs.items():
-        params, _ = generator_cost(m.netG, m.ngf, m.norm, size)
-        macs = {str(px): generator_cost(m.netG, m.ngf, m.norm, px)[1] for px in sorted({crop, size})}
-        report[name] = {"netG": m.netG, "ngf": m.ngf, "params": params, "macs": macs}
+    cfg = TrainConfig.from_dict(student.config)
+    why = "the report compares a student with the teacher it learned from"
+    if not Path(cfg.distill.teacher).is_file():
+        raise UserError(f"the teacher of {run_dir}, {cfg.distill.teacher}, is gone; {why}")
+    if read_teacher(cfg.distill.teacher).sha256 != cfg.distill.teacher_sha256:
+        raise UserError(f"the teacher {cfg.distill.teacher} changed since this student was distilled; {why}")
+    state, t = load_teacher(cfg)
+    direction = cfg.data.direction
+    teacher = teacher_generator(state, t, direction, "torch", cfg.distill.teacher)
+    del state
+    nets = {"teacher": teacher.to(device), "student": student.generator().to(device)}
     multiple = max(getattr(net, "size_multiple", 4) for net in nets.values())
     if size % multiple:
-        raise UserError(
-            f"--report-size {size}: these generators take multiples of {multiple}; use e.g. {multiple}"
-        )
-    for net in nets.values():
-        net.to(device)
+        raise UserError(f"--report-size {size}: these generators take multiples of {multiple}")
+    report: dict = {"run": str(run_dir), "teacher_path": cfg.distill.teacher, "direction": direction}
+    for name, m in (("teacher", t.model), ("student", cfg.model)):
+        params, _ = generator_cost(m.netG, m.ngf, m.norm, size)
+        sizes = sorted({cfg.data.crop_size, size})
+        macs = {str(px): generator_cost(m.netG, m.ngf, m.norm, px)[1] for px in sizes}
+        report[name] = {"netG": m.netG, "ngf": m.ngf, "params": params, "macs": macs}
     speed = {"backend": f"torch eager fp32 on {device}", "size": size, "load_before": _load_average()}
     for batch in (1, 32) if device.type == "cuda" else (1, 8):
         speed[f"batch_{batch}"] = images_per_second(nets, batch, size, device)
@@ -90,17 +89,16 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     images, where = held_out_images(run_dir, MAX_IMAGES)
     if images:
         arrays = [img for _, img in images]
-        ours, theirs = (_translate_all(TorchRunner(nets[k], device), arrays) for k in ("student", "teacher"))
-        psnr = [demo.psnr(s[None], t[None]).item() for s, t in zip(ours, theirs, strict=True)]
-        similarity = [ssim(s[None], t[None]).item() for s, t in zip(ours, theirs, strict=True)]
+        ours, theirs = (translate_images(nets[k], arrays, device) for k in ("student", "teacher"))
+        pairs = list(zip(ours, theirs, strict=True))
         report["held_out"] = {
             "where": where,
             "images": len(images),
-            "psnr_vs_teacher": sum(psnr) / len(psnr),
-            "ssim_vs_teacher": sum(similarity) / len(similarity),
+            "psnr_vs_teacher": float(np.mean([demo.psnr(s[None], t[None]).item() for s, t in pairs])),
+            "ssim_vs_teacher": float(np.mean([ssim(s[None], t[None]).item() for s, t in pairs])),
         }
     demo_root = run_dir / "demo_data"
-    if cfg.data.data is None and demo_root.is_dir():  # the built-in demo: the true map f is known
+    if cfg.data.data is None and direction == "AtoB" and demo_root.is_dir():  # the demo: f is known
         (t_db, base), (s_db, _) = (demo.evaluate(nets[k], demo_root, device) for k in ("teacher", "student"))
         report["demo_psnr_vs_f"] = {"teacher": t_db, "student": s_db, "untranslated": base}
     write_atomic(run_dir / REPORT_NAME, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))

@@ -2,33 +2,41 @@
 teacher generator and a student trained to reproduce it, as GAN Compression (Li et al. 2020) does.
 
 The student's loss: lambda_recon x L1(student(x), teacher(x)), plus lambda_distill x the feature loss
-(fastcycle.distill.features: adapted student activations vs the teacher's, L2), plus with lambda_gan
-> 0 the adversarial loss against a discriminator started from the teacher's, which in turn learns real
-output-domain images (Batch.B) from the student's. Trained networks: "G" the student and "A" the
-adapters (opt_G; EMA for G only), "D" (opt_D). The teacher is in eval mode, outside the optimizers and
-the checkpoint's networks; the config names it by path and checksum.
+(fastcycle.train.distill.features: adapted student activations vs the teacher's, L2), plus with
+lambda_gan > 0 the adversarial loss against a discriminator started from the teacher's, which in turn
+learns real output-domain images (Batch.B) from the student's. Trained networks: "G" the student and "A"
+the adapters (opt_G; EMA for G only), "D" (opt_D). The teacher is in eval mode, outside the optimizers
+and the checkpoint's networks; the config names it by path and checksum.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from fastcycle.config import TrainConfig
-from fastcycle.data.transforms import to_uint8
-from fastcycle.distill.features import FeatureAdapters, FeatureTaps, feature_loss, tap_points, tap_shapes
-from fastcycle.distill.teacher import load_teacher, teacher_discriminator, teacher_generator
+from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_generator, init_weights
+from fastcycle.runtime import Precision
+from fastcycle.train.data import DataSource
+from fastcycle.train.distill.data import open_student_data
+from fastcycle.train.distill.features import (
+    FeatureAdapters,
+    FeatureTaps,
+    feature_loss,
+    tap_points,
+    tap_shapes,
+)
+from fastcycle.train.distill.teacher import load_teacher, teacher_discriminator, teacher_generator
 from fastcycle.train.distributed import DistInfo
+from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
-from fastcycle.train.runtime import Precision
-from fastcycle.train.samples import _write, eval_mode
-
-DIFFERENCE_GAIN = 4  # the sample grid's |teacher - student| column, brightened to show small errors
+from fastcycle.train.samples import save_distill_grid
 
 
 class Distiller(GANModel):
@@ -40,55 +48,63 @@ class Distiller(GANModel):
         kernels: str = "torch",
         dist_info: DistInfo | None = None,
     ):
-        m, di, size = cfg.model, cfg.distill, cfg.data.crop_size
-        state, t = load_teacher(cfg)
-        direction = cfg.data.direction
-        self.conditional = t.model.model == "pix2pix"  # D judges (input, output) pairs, as pix2pix's
-        self.features = di.lambda_distill > 0
-        self.gan = di.lambda_gan > 0
+        di = cfg.distill
+        self._teacher_state, self._teacher_cfg = load_teacher(cfg)  # read once, checksum checked
+        self.conditional = self._teacher_cfg.model.model == "pix2pix"  # D judges (input, output) pairs
+        self.features, self.gan = di.lambda_distill > 0, di.lambda_gan > 0
         self.generators = ("G", "A") if self.features else ("G",)
         self.discriminators = ("D",) if self.gan else ()
-        torch.manual_seed(cfg.runtime.seed)
+        super().__init__(cfg, device, precision, kernels, dist_info)
+        self.ema.pop("A", None)  # the adapters serve training only
+        memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+        self.teacher = teacher_generator(
+            self._teacher_state, self._teacher_cfg, cfg.data.direction, kernels, di.teacher
+        ).to(device, memory_format=memory_format)
+        del self._teacher_state  # the teacher's optimizer state and other networks are not needed
+        if cfg.runtime.compile:
+            self.teacher.compile(dynamic=False, fullgraph=True)  # as the student (GANModel)
+        if self.features:  # hooks on the student module itself: its DDP wrapper and EMA copy have none
+            self.teacher_taps = FeatureTaps(self.teacher, tap_points(self.teacher))
+            self.student_taps = FeatureTaps(self.nets["G"], tap_points(self.nets["G"]))
+        names = ["G_recon"] + ["G_distill"] * self.features + ["G_gan", "D_real", "D_fake"] * self.gan
+        self.loss_names = (*names, *self._gp_names()) if self.gan else tuple(names)
+
+    def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
+        """The student "G", with feature distillation its adapters "A", with a GAN loss the
+        discriminator "D" (the teacher's weights)."""
+        t, size = self._teacher_cfg.model, self.cfg.data.crop_size
         init = dict(init_type=m.init_type, init_gain=m.init_gain)
         nets = {"G": build_generator(m.netG, ngf=m.ngf, norm=m.norm, kernels=kernels, **init)}
         if self.features:
             student = [c for c, _, _ in tap_shapes(m.netG, m.ngf, m.norm, size)]
-            teacher = [c for c, _, _ in tap_shapes(t.model.netG, t.model.ngf, t.model.norm, size)]
+            teacher = [c for c, _, _ in tap_shapes(t.netG, t.ngf, t.norm, size)]
             nets["A"] = init_weights(FeatureAdapters(student, teacher), **init)  # GAN Compression: N(0, 0.02)
         if self.gan:
-            nets["D"] = teacher_discriminator(state, t, direction)
-        super().__init__(cfg, device, precision, nets, dist_info)
-        self.ema.pop("A", None)  # the adapters serve training only
-        memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
-        self.teacher = teacher_generator(state, t, direction, kernels, di.teacher)
-        self.teacher.to(device, memory_format=memory_format)
-        if cfg.runtime.compile:
-            self.teacher.compile(dynamic=False)
-        del state
-        if self.features:  # hooks on the student module itself: its DDP wrapper and EMA copy share none
-            self.teacher_taps = FeatureTaps(self.teacher, tap_points(self.teacher))
-            self.student_taps = FeatureTaps(self.nets["G"], tap_points(self.nets["G"]))
-        names = ["G_recon"] + ["G_distill"] * self.features + ["G_gan", "D_real", "D_fake"] * self.gan
-        if self.gan and cfg.loss.gan_mode == "wgangp":
-            names.append("gp")
-        self.loss_names = tuple(names)
+            nets["D"] = teacher_discriminator(self._teacher_state, self._teacher_cfg, self.cfg.data.direction)
+        return nets
+
+    @classmethod
+    def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
+        """The teacher's training data under `root`, its input domain as Batch.A (held-out images kept
+        out and listed in the run folder for the report)."""
+        return open_student_data(cfg, root, env, state)
 
     def _judged(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """What D sees: the output alone, or (input, output) stacked (a pix2pix teacher's D)."""
         return torch.cat([source, output], 1) if self.conditional else output
 
-    def step(self, batch) -> dict[str, torch.Tensor]:
-        return self.train_step(batch.A, batch.B)
-
-    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def train_step(
+        self, real_A: torch.Tensor, real_B: torch.Tensor | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One iteration on (N, 3, H, W) source images in [-1, 1]; real_B: real output-domain images (or
-        the pairs' targets), read only by the discriminator. Returns detached losses (no host sync)."""
+        the pairs' targets), read only by the discriminator. Returns the detached losses and the skip
+        flag, on the device (no host sync)."""
         di, gan_mode = self.cfg.distill, self.cfg.loss.gan_mode
         losses: dict[str, torch.Tensor] = {}
         with torch.no_grad(), self.autocast():
             target = self.teacher(real_A)  # (N, 3, H, W); the teacher's taps fire here
         if self.gan:
-            self.nets["D"].requires_grad_(False)
+            self.D.requires_grad_(False)
         with self.autocast():
             (fake,) = self._calls("G", real_A)
             losses["G_recon"] = l1(fake, target) * di.lambda_recon
@@ -96,14 +112,13 @@ class Distiller(GANModel):
                 adapted = self.wrapped["A"](self.student_taps.take())
                 losses["G_distill"] = feature_loss(adapted, self.teacher_taps.take()) * di.lambda_distill
             if self.gan:
-                judged = self.nets["D"](self._judged(real_A, fake))
-                losses["G_gan"] = gan_loss(judged, True, gan_mode) * di.lambda_gan
+                losses["G_gan"] = gan_loss(self.D(self._judged(real_A, fake)), True, gan_mode) * di.lambda_gan
             loss_G = sum(losses.values())
         skipped = self._backward_step(self.opt_G, loss_G)
         self._after_G_step(loss_G)
 
         if self.gan:  # D: real output-domain images vs the student's, each half, as in the reference
-            self.nets["D"].requires_grad_(True)
+            self.D.requires_grad_(True)
             real = self._judged(real_A, real_B)
             # A skipped step's fake may be non-finite: D must not learn from it (no sync: on the device).
             fake = self._judged(real_A, fake.detach().nan_to_num(0.0, 1.0, -1.0))
@@ -117,25 +132,13 @@ class Distiller(GANModel):
                     loss_D = loss_D + losses["gp"]
             skipped = skipped | self._backward_step(self.opt_D, loss_D)
         self.scaler.update()
-        self.last_skipped = skipped  # (0-dim bool on the device) read by the loop at log lines
-        return {k: v.detach() for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}, skipped
 
     def sample_inputs(self, batch) -> tuple:
         return (batch.A[:4].clone(),)
 
-    @torch.no_grad()
     def save_samples(self, inputs: tuple, path) -> np.ndarray:
-        """One row per image: input | teacher | student | |teacher - student| x DIFFERENCE_GAIN."""
-        (x,) = inputs
-        G = self.generator()
-        with eval_mode(G), self.autocast():
-            teacher, student = self.teacher(x).float(), G(x).float()
-        difference = ((teacher - student).abs() * DIFFERENCE_GAIN - 1).clamp(-1, 1)  # 0 -> black
-        rows = [
-            torch.cat([to_uint8(t) for t in tiles], dim=2)
-            for tiles in zip(x, teacher, student, difference, strict=True)
-        ]
-        return _write(rows, path)
+        return save_distill_grid(self, *inputs, path)
 
     def extra_state(self) -> dict:
         return {"distill": dataclasses.asdict(self.cfg.distill)}

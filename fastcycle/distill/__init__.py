@@ -1,1 +1,0 @@
-"""`fastcycle distill`: a trained generator (the teacher) distilled into a cheaper one (the student)."""
