@@ -126,6 +126,28 @@ def test_feature_taps_are_gan_compressions_layers():
     assert tap_shapes("resnet_9blocks", 64, "instance", 256) == [(256, 64, 64)] * 4
 
 
+def test_the_mobile_generator_has_gan_compressions_keys():
+    """GAN Compression's MobileResnetGenerator (instance norm, ngf 32): the dense stem and sampling layers
+    at model.1/4/7 and 19/22/26, nine blocks at model.10-18, each with two separable convs (a depthwise
+    3x3 at conv.0, a pointwise 1x1 at conv.2) at conv_block.1 and conv_block.6."""
+    from fastcycle.models import build_generator
+
+    state = build_generator("mobile_resnet_9blocks", ngf=32).state_dict()
+    block = {
+        k.removeprefix("model.10."): tuple(v.shape) for k, v in state.items() if k.startswith("model.10.")
+    }
+    assert block == {
+        f"conv_block.{i}.conv.{j}.{p}": shape
+        for i in (1, 6)
+        for j, w in ((0, (128, 1, 3, 3)), (2, (128, 128, 1, 1)))
+        for p, shape in (("weight", w), ("bias", (128,)))
+    }
+    layers = sorted({int(k.split(".")[1]) for k in state})
+    assert layers == [1, 4, 7, *range(10, 19), 19, 22, 26]
+    assert tuple(state["model.19.weight"].shape) == (128, 64, 3, 3)  # ConvTranspose2d: (in, out, k, k)
+    assert tuple(state["model.26.weight"].shape) == (3, 32, 7, 7)
+
+
 def test_resume_is_exact(teacher, tmp_path):
     """Stopped at step 2 and resumed, a student with all three losses (the discriminator started from the
     teacher's D_B) ends bitwise where an uninterrupted run ends."""
