@@ -29,6 +29,26 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
+class _SwitchOrMode(argparse.Action):
+    """`--flag` (True), `--flag MODE` (one of `modes`) or `--no-flag` (False): a switch with modes."""
+
+    def __init__(self, option_strings, dest, modes=(), **kw):
+        self.modes = tuple(modes)
+        negated = [s.replace("--", "--no-", 1) for s in option_strings]
+        super().__init__([*option_strings, *negated], dest, nargs="?", metavar="|".join(modes), **kw)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option_string} takes no value (got {value!r})")
+            value = False
+        elif value is None:
+            value = True
+        elif value not in self.modes:
+            parser.error(f"{option_string} takes no value or one of: {', '.join(self.modes)} (got {value!r})")
+        setattr(namespace, self.dest, value)
+
+
 def _train_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
@@ -49,6 +69,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         if f.type == "bool":
             action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
             g.add_argument(flag(name), action=action, **kw)
+        elif f.type == "bool | str":
+            g.add_argument(flag(name), action=_SwitchOrMode, modes=f.metadata["modes"], **kw)
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
             g.add_argument(

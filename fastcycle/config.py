@@ -149,7 +149,12 @@ class RuntimeConfig:
 class RunConfig:
     name: str = _f("experiment", "run name; the default output folder is runs/<name>")
     out: str | None = _f(None, "output folder for checkpoints, metrics and samples")
-    resume: bool = _f(False, "continue from the checkpoint in the output folder")
+    resume: bool | str = _f(
+        False,
+        "continue from the checkpoint in the output folder; auto: when it holds one, else start a new run "
+        "(one command for every start of a requeued job)",
+        modes=("auto",),
+    )
     init_weights: str | None = _f(
         None, "start the networks from a fastcycle run/checkpoint or a reference checkpoints folder"
     )
@@ -237,6 +242,7 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
+        "bool | str": isinstance(value, bool | str),  # on/off, or a mode named by the field's `modes`
         "str": isinstance(value, str),
         "str | None": value is None or isinstance(value, str),
     }.get(kind, True)
@@ -253,6 +259,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise UserError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
+        modes = f.metadata.get("modes")
+        if modes and not isinstance(value, bool) and value not in modes:
+            raise UserError(f"{flag(name)} takes no value or one of: {', '.join(modes)} (got {value!r})")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag(name)} must be a finite number, got {value}")
     m, d, lo, o, r = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.run
