@@ -248,6 +248,7 @@ def _generator_kw(args: argparse.Namespace) -> dict:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from fastcycle.export.backends import open_runner, resolve_backend
+    from fastcycle.export.cache import cached_export, needs_export
     from fastcycle.runtime import resolve_device, resolve_kernels, resolve_precision
     from fastcycle.trained import read_generator_file
     from fastcycle.translate import translate_folder
@@ -256,8 +257,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.amp, "auto", device)
     kernels, _ = resolve_kernels(args.kernels, device)
     kw = _generator_kw(args) | {"direction": args.direction, "kernels": kernels}
-    model = args.checkpoint
-    if resolve_backend(args.backend, model) == "torch":  # read once, for both directions if need be
+    model, backend = args.checkpoint, resolve_backend(args.backend, args.checkpoint)
+    if needs_export(backend, model):  # a run or checkpoint for ONNX Runtime or AOTI: exported beside it
+        model = cached_export(
+            model, backend, args.direction, device, _generator_kw(args), max(32, args.batch_size)
+        )
+    elif backend == "torch":  # read once, for both directions if need be
         model = read_generator_file(args.checkpoint, args.direction, _generator_kw(args))
     runner = open_runner(args.backend, model, device, precision.dtype, kw)
     reverse = None
