@@ -15,6 +15,7 @@ from fastcycle.config import (
     KERNEL_CHOICES,
     NORMS,
     ModelConfig,
+    TrainConfig,
     apply_overrides,
     field_index,
     flag,
@@ -226,15 +227,20 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
-
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """`fastcycle train`'s flags -> the config (not yet validated): the preset, then the flags over it."""
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
     default = MODEL_PRESETS.get(overrides.get("model", "cycle_gan"), "cyclegan")
     if default == "cyclegan" and not overrides.get("data"):
         default = "demo"
     preset = getattr(args, "preset", default)
-    result = train(apply_overrides(PRESETS[preset](), overrides))  # train() validates it
+    return apply_overrides(PRESETS[preset](), overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
+
+    result = train(train_config(args))  # train() validates it
     if result.demo_psnr is not None:
         from fastcycle.data.demo import psnr_line
 

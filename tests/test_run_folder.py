@@ -13,6 +13,7 @@ import pytest
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint
 from fastcycle.cli import main
 from fastcycle.train.runlock import LOCK_NAME, RunLock
+from tests.conftest import write_images
 from tests.test_crash_safety import TINY_FLAGS, _cli
 
 
@@ -110,6 +111,17 @@ def test_two_runs_on_one_folder(dataset, tmp_path):
         assert second.returncode == 2, second.stderr
         line = _one_error_line(second.stderr, f"is in use by another training run (PID {first.pid} on host ")
         assert socket.gethostname() in line and time.time() - t0 < 60
+        # Readers of the live run take no lock: plot, translate and export work while it trains.
+        _wait_for(lambda: (out / CHECKPOINT_NAME).exists(), "the first run's first checkpoint")
+        write_images(tmp_path / "photos", 2, size=(37, 29))
+        assert main(["plot", str(out)]) == 0
+        photos, translated = str(tmp_path / "photos"), str(tmp_path / "translated")
+        assert main(["translate", "--checkpoint", str(out), "--input", photos, "--output", translated]) == 0
+        assert (
+            main(["export", "--checkpoint", str(out), "--onnx", str(tmp_path / "g.onnx"), "--size", "32"])
+            == 0
+        )
+        assert first.poll() is None, "the first run ended before its readers did; lengthen it"
     finally:
         first.send_signal(signal.SIGTERM)  # stop the first run: it saves and exits 0
         _, err = first.communicate(timeout=120)
