@@ -6,8 +6,9 @@
 `table` prints one Markdown table per results file; with no FILE it takes the newest file (by its
 `created` field) for each GPU kind in benchmarks/results/. `--readme` rewrites the text between the
 `<!-- perf-table:start -->` and `<!-- perf-table:end -->` lines; `--chart` draws the training-step
-cases' pairs/s as a PNG (PIL only). `compare` matches cases by (file, name) and exits 1 when one got
-slower than the threshold allows; throughput is only compared on the same GPU kind.
+cases' pairs/s as a PNG (matplotlib: bars grouped per GPU, each labelled with its speed-up over the
+reference). `compare` matches cases by (file, name) and exits 1 when one got slower than the threshold
+allows; throughput is only compared on the same GPU kind.
 
 Exit status: 0 fine, 1 a regression (compare), 2 a usage or input error (one `report: error:` line).
 """
@@ -194,11 +195,19 @@ def _label(name: str) -> str:
     return m.group(1) if m else name
 
 
-def chart(records: list[dict]):
-    """Horizontal bars of pairs/s for each file's training-step cases, one titled section per file."""
-    from PIL import Image, ImageDraw, ImageFont
+REFERENCE_COLOR = "#999999"
+CASE_COLORS = ("#3b6ea8", "#e08a2c", "#4a9c5d", "#c0504d", "#8064a2", "#4bacc6", "#9b7b4f", "#d66fb0")
 
-    sections = []
+
+def chart(records: list[dict]):
+    """Grouped horizontal bars of pairs/s: one group (panel) per results file, i.e. per GPU, one bar per
+    training-step case, each labelled with its rate and its speed-up over that GPU's reference step
+    (grey, and a dashed line across the panel). A case keeps its colour in every group. Returns a
+    matplotlib Figure (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = []
     for record in records:
         ups = speedups(record)
         bars = [
@@ -207,50 +216,34 @@ def chart(records: list[dict]):
             if c["file"] == TRAIN_FILE and c.get("pairs_per_s") is not None
         ]
         if bars:
-            sections.append((heading(record), bars))
-    if not sections:
+            groups.append((heading(record), bars))
+    if not groups:
         raise ReportError(f"no {TRAIN_FILE} cases with pairs_per_s to chart")
+    labels = list(dict.fromkeys(label for _, bars in groups for label, _, ref, _ in bars if not ref))
+    colours = {label: CASE_COLORS[i % len(CASE_COLORS)] for i, label in enumerate(labels)}
+    top = max(v for _, bars in groups for _, v, _, _ in bars) or 1.0
 
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    row, pad, bar_w = 20, 10, 480
-    all_bars = [bar for _, bars in sections for bar in bars]
-    label_w = int(max(measure.textlength(b[0], font=font) for b in all_bars)) + 2 * pad
-    top = max(b[1] for b in all_bars) or 1.0  # all zero: draw stubs, do not divide by zero
-
-    def length(value: float) -> int:
-        return max(1, round(bar_w * value / top))
-
-    def value_text(value: float, is_ref: bool, up: float | None) -> str:
-        return f"{fmt_rate(value)} pairs/s" + (f" ({up:.1f}x)" if up is not None and not is_ref else "")
-
-    title = "Training step throughput (pairs/s, higher is better; (Nx): speed-up over reference)"
-    width = max(
-        *(
-            label_w + length(v) + pad // 2 + measure.textlength(value_text(v, r, u), font=font) + pad
-            for _, v, r, u in all_bars
-        ),
-        *(measure.textlength(text, font=font) + 2 * pad for text in (title, *(h for h, _ in sections))),
-    )
-    height = pad + row + sum(int(row * 1.5) + row * len(bars) + row // 2 for _, bars in sections) + pad
-
-    img = Image.new("RGB", (int(width) + 1, height), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((pad, pad), title, fill="black", font=font)
-    y = pad + row
-    for head, bars in sections:
-        draw.text((pad, y + row // 2), head, fill="black", font=font)
-        y += int(row * 1.5)
-        for label, value, is_ref, up in bars:
-            x0, x1 = label_w, label_w + length(value)
-            draw.text(
-                (x0 - pad - measure.textlength(label, font=font), y + 4), label, fill="black", font=font
-            )
-            draw.rectangle([x0, y + 3, x1, y + row - 3], fill="#999999" if is_ref else "#3b6ea8")
-            draw.text((x1 + pad // 2, y + 4), value_text(value, is_ref, up), fill="black", font=font)
-            y += row
-        y += row // 2
-    return img
+    heights = [0.9 + 0.32 * len(bars) for _, bars in groups]
+    fig = Figure(figsize=(10, 0.5 + sum(heights)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, (head, bars) in zip(axes, groups, strict=True):
+        y = list(range(len(bars)))[::-1]  # the first case on top
+        values = [v for _, v, _, _ in bars]
+        fill = [REFERENCE_COLOR if ref else colours[label] for label, _, ref, _ in bars]
+        ax.barh(y, values, color=fill, height=0.7)
+        for yi, (_, v, ref, up) in zip(y, bars, strict=True):
+            text = f"{fmt_rate(v)} pairs/s" + (" (reference)" if ref else f" ({up:.1f}x)" if up else "")
+            ax.text(v + top * 0.01, yi, text, va="center", fontsize=9)
+            if ref:
+                ax.axvline(v, color=REFERENCE_COLOR, linestyle="--", linewidth=1)
+        ax.set_yticks(y, [label for label, *_ in bars])
+        ax.set_title(head, loc="left", fontsize=10)
+        ax.grid(True, axis="x", color="#e6e6e6")
+        ax.set_axisbelow(True)
+    axes[0].set_xlim(0, top * 1.3)  # room for the labels right of the longest bar
+    axes[-1].set_xlabel("training step throughput, pairs/s (higher is better; Nx: speed-up over reference)")
+    return fig
 
 
 # ---- compare -------------------------------------------------------------------------------------
@@ -347,12 +340,12 @@ def _table(args) -> int:
         except OSError as e:
             raise ReportError(f"{path}: cannot read ({e.strerror or e})") from None
         readme = (path, replace_between_markers(old, body, str(path)))
-    image = chart(records) if args.chart else None
+    figure = chart(records) if args.chart else None
     print(body)
     if readme:
         write_atomic(readme[0], lambda tmp: tmp.write_text(readme[1]))
-    if image is not None:
-        write_atomic(Path(args.chart), lambda tmp: image.save(tmp, format="PNG"))
+    if figure is not None:
+        write_atomic(Path(args.chart), lambda tmp: figure.savefig(tmp, format="png"))
     return 0
 
 

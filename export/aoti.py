@@ -138,7 +138,9 @@ class AotiRunner:
     def __init__(self, path: str | Path, device: torch.device):
         path, device = Path(path), torch.device(device)
         if not path.is_file():
-            raise UserError(f"{path} does not exist; export one with `fastcycle export --aoti {path}`")
+            from fastcycle.export.ort import _missing
+
+            raise UserError(_missing(path, "--aoti", "--dynamic-hw"))
         meta = _package_metadata(path)
         fix = f"re-export it with `fastcycle export --aoti {path} --device {device.type}`"
         built_for = meta.get("AOTI_DEVICE_KEY")

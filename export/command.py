@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from fastcycle.config import DIRECTIONS
 from fastcycle.errors import UserError
+
+if TYPE_CHECKING:
+    from fastcycle.trained import GeneratorFile
 
 
 @dataclass
@@ -43,8 +47,9 @@ def _default_images(config: dict | None, checkpoint: str) -> Path | None:
     return None
 
 
-def run_export(req: ExportRequest, say=print) -> list[Path]:
-    """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity."""
+def run_export(req: ExportRequest, say=print, source: GeneratorFile | None = None) -> list[Path]:
+    """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity.
+    source: req.checkpoint already read (fastcycle.trained.read_generator_file), not to be read again."""
     from fastcycle.export.onnx import export_onnx, metadata_for
     from fastcycle.export.parity import check_parity, parity_inputs
     from fastcycle.runtime import resolve_device
@@ -59,7 +64,8 @@ def run_export(req: ExportRequest, say=print) -> list[Path]:
             f"--size {req.size} must be a positive multiple of 4 (the generator downsamples twice)"
         )
     device = resolve_device(req.device)
-    source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
+    if source is None:
+        source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
     net = source.generator(req.direction)  # eval, no grad
     config = source.config  # None for a reference .pth or .safetensors
     nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images

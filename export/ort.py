@@ -15,6 +15,16 @@ from fastcycle.errors import UserError
 from fastcycle.export.onnx import CONVENTION, INPUT, read_metadata
 
 
+def _missing(path: Path, option: str, extra: str = "") -> str:
+    """One line for an exported file that is not there: what the path is, and the command to make it."""
+    what = "is a folder, not an exported file" if path.is_dir() else "does not exist"
+    command = f"fastcycle export --checkpoint RUN {option} {path}" + (f" {extra}" if extra else "")
+    return (
+        f"{path} {what}; export one with `{command}` (RUN: the run folder), or give translate the run "
+        "folder itself, which exports into it"
+    )
+
+
 class OrtRunner:
     name = "onnxruntime"
 
@@ -27,7 +37,7 @@ class OrtRunner:
             ) from e
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"{path} does not exist; export one with `fastcycle export --onnx {path}`")
+            raise UserError(_missing(path, "--onnx", "--dynamic-hw"))
         meta = read_metadata(path)
         if meta.get("fastcycle.convention") != CONVENTION:
             raise UserError(

@@ -173,7 +173,11 @@ class TrtRunner:
         if not torch.cuda.is_available():
             raise UserError("the tensorrt backend needs a CUDA GPU, and torch sees none")
         if not plan_path.is_file():
-            raise UserError(f"{plan_path} does not exist: build it first (fastcycle export --trt)")
+            what = "is a folder, not an engine" if plan_path.is_dir() else "does not exist"
+            raise UserError(
+                f"{plan_path} {what}; build one with `fastcycle export --checkpoint RUN --trt {plan_path} "
+                "--size 256` (RUN: the run folder; the engine takes images of --size)"
+            )
         self.device = torch.device(
             "cuda", torch.cuda.current_device() if device.index is None else device.index
         )

@@ -15,6 +15,7 @@ from fastcycle.config import (
     KERNEL_CHOICES,
     NORMS,
     ModelConfig,
+    TrainConfig,
     apply_overrides,
     field_index,
     flag,
@@ -27,6 +28,26 @@ from fastcycle.presets import MODEL_PRESETS, PRESETS
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+class _SwitchOrMode(argparse.Action):
+    """`--flag` (True), `--flag MODE` (one of `modes`) or `--no-flag` (False): a switch with modes."""
+
+    def __init__(self, option_strings, dest, modes=(), **kw):
+        self.modes = tuple(modes)
+        negated = [s.replace("--", "--no-", 1) for s in option_strings]
+        super().__init__([*option_strings, *negated], dest, nargs="?", metavar="|".join(modes), **kw)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option_string} takes no value (got {value!r})")
+            value = False
+        elif value is None:
+            value = True
+        elif value not in self.modes:
+            parser.error(f"{option_string} takes no value or one of: {', '.join(self.modes)} (got {value!r})")
+        setattr(namespace, self.dest, value)
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
@@ -56,6 +77,8 @@ def _config_flag(g: argparse._ArgumentGroup, name: str, f, default: str | None =
     if f.type == "bool":
         action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
         g.add_argument(flag(name), action=action, **kw)
+    elif f.type == "bool | str":
+        g.add_argument(flag(name), action=_SwitchOrMode, modes=f.metadata["modes"], **kw)
     else:
         typ = {"int": int, "float": float}.get(str(f.type), str)
         g.add_argument(flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw)
@@ -256,9 +279,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
-
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """`fastcycle train`'s flags -> the config (not yet validated): the preset, then the flags over it."""
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
     if overrides.get("model") == "distill":
         raise UserError("--model distill is trained by `fastcycle distill --teacher RUN`")
@@ -266,7 +288,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if default == "cyclegan" and not overrides.get("data"):
         default = "demo"
     preset = getattr(args, "preset", default)
-    result = train(apply_overrides(PRESETS[preset](), overrides))  # train() validates it
+    return apply_overrides(PRESETS[preset](), overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
+
+    result = train(train_config(args))  # train() validates it
     if result.demo_psnr is not None:
         from fastcycle.data.demo import psnr_line
 
@@ -292,6 +320,7 @@ def _generator_kw(args: argparse.Namespace) -> dict:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from fastcycle.export.backends import open_runner, resolve_backend
+    from fastcycle.export.cache import cached_export, needs_export
     from fastcycle.runtime import resolve_device, resolve_kernels, resolve_precision
     from fastcycle.trained import read_generator_file
     from fastcycle.translate import translate_folder
@@ -300,8 +329,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.amp, "auto", device)
     kernels, _ = resolve_kernels(args.kernels, device)
     kw = _generator_kw(args) | {"direction": args.direction, "kernels": kernels}
-    model = args.checkpoint
-    if resolve_backend(args.backend, model) == "torch":  # read once, for both directions if need be
+    model, backend = args.checkpoint, resolve_backend(args.backend, args.checkpoint)
+    if needs_export(backend, model):  # a run or checkpoint for ONNX Runtime or AOTI: exported beside it
+        model = cached_export(
+            model, backend, args.direction, device, _generator_kw(args), max(32, args.batch_size)
+        )
+    elif backend == "torch":  # read once, for both directions if need be
         model = read_generator_file(args.checkpoint, args.direction, _generator_kw(args))
     runner = open_runner(args.backend, model, device, precision.dtype, kw)
     reverse = None

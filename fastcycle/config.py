@@ -30,6 +30,7 @@ DISCRIMINATORS = ("basic", "n_layers", "pixel", "dcgan")
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+CROPPING = ("resize_and_crop", "crop", "scale_width_and_crop")  # the policies that end in square crops
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
 DIRECTIONS = ("AtoB", "BtoA")
@@ -158,7 +159,12 @@ class RuntimeConfig:
 class RunConfig:
     name: str = _f("experiment", "run name; the default output folder is runs/<name>")
     out: str | None = _f(None, "output folder for checkpoints, metrics and samples")
-    resume: bool = _f(False, "continue from the checkpoint in the output folder")
+    resume: bool | str = _f(
+        False,
+        "continue from the checkpoint in the output folder; auto: when it holds one, else start a new run "
+        "(one command for every start of a requeued job)",
+        modes=("auto",),
+    )
     init_weights: str | None = _f(
         None, "start the networks from a fastcycle run/checkpoint or a reference checkpoints folder"
     )
@@ -259,6 +265,7 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
+        "bool | str": isinstance(value, bool | str),  # on/off, or a mode named by the field's `modes`
         "str": isinstance(value, str),
         "str | None": value is None or isinstance(value, str),
     }.get(kind, True)
@@ -275,6 +282,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise UserError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
+        modes = f.metadata.get("modes")
+        if modes and not isinstance(value, bool) and value not in modes:
+            raise UserError(f"{flag(name)} takes no value or one of: {', '.join(modes)} (got {value!r})")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag(name)} must be a finite number, got {value}")
     m, d, lo, o, r = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.run
@@ -325,9 +335,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "downsamplings need; use e.g. " + str(d.crop_size // 4 * 4)
         )
     unet = UNET_SIZES.get(m.netG)
-    if unet and (
-        d.preprocess not in ("resize_and_crop", "crop", "scale_width_and_crop") or d.crop_size % unet
-    ):
+    if unet and (d.preprocess not in CROPPING or d.crop_size % unet):
         raise UserError(
             f"--netG {m.netG} halves the image {unet.bit_length() - 1} times, so it needs crops that are a "
             f"multiple of {unet} (--crop-size {d.crop_size}, --preprocess {d.preprocess}); use "
@@ -349,8 +357,11 @@ def _validate_model(cfg: TrainConfig) -> None:
             "--model dcgan goes with --netG dcgan --netD dcgan and only with them "
             f"(got --model {m.model} --netG {m.netG} --netD {m.netD}); use --preset dcgan"
         )
-    if is_dcgan and d.crop_size != 64:
-        raise UserError(f"--model dcgan makes 64x64 images; use --crop-size 64 (got {d.crop_size})")
+    if is_dcgan and (d.crop_size != 64 or d.preprocess not in CROPPING):
+        raise UserError(
+            f"--model dcgan makes 64x64 images, so it trains on 64x64 crops (got --crop-size {d.crop_size}, "
+            f"--preprocess {d.preprocess}); use --crop-size 64 with {', '.join(CROPPING)}"
+        )
     if m.nz <= 0:
         raise UserError(f"--nz must be positive, got {m.nz}")
     if m.aux_classifier and m.model != "cycle_gan":
@@ -360,6 +371,20 @@ def _validate_model(cfg: TrainConfig) -> None:
     if m.aux_classifier and m.netD == "pixel":
         raise UserError(
             "--aux-classifier needs a PatchGAN trunk (--netD basic or n_layers), not --netD pixel"
+        )
+    if m.aux_classifier and not (d.labels_A or d.labels_B):
+        raise UserError(
+            "--aux-classifier needs labels: pass --labels-A and/or --labels-B (CSV filename,label)"
+        )
+    if d.data is None and m.model in ("pix2pix", "dcgan"):  # a student reads its teacher's data
+        what = "a train/ folder of A|B images" if m.model == "pix2pix" else "a folder of images"
+        raise UserError(f"--model {m.model} has no built-in demo: pass --data DIR ({what})")
+    if m.model in ("pix2pix", "dcgan") and d.loader not in ("auto", "torch"):  # gpu-cache, DALI: A and B
+        raise UserError(f"--model {m.model} reads its data with --loader torch; drop --loader {d.loader}")
+    if cfg.runtime.kernels == "triton" and not m.netG.startswith("resnet_"):
+        raise UserError(
+            f"--kernels triton implements the ResNet generators' layers, not --netG {m.netG}; "
+            "use --kernels torch or auto"
         )
     if lo.lambda_gp < 0 or lo.lambda_L1 < 0 or lo.lambda_cls < 0:
         raise UserError("--lambda-gp, --lambda-L1 and --lambda-cls must be >= 0")

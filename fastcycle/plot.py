@@ -1,13 +1,17 @@
-"""Loss curves of a training run as a PNG, drawn with PIL (no matplotlib).
+"""Loss curves of a training run as a PNG, drawn with matplotlib (Agg: no display needed).
 
     from fastcycle.plot import plot_run
     plot_run("runs/horse2zebra")  # -> runs/horse2zebra/loss_curves.png
 
-Reads `<run>/metrics.jsonl` (one JSON object per log line, see train/loop.py). Every key other than
+Reads `<run>/metrics.jsonl` (one JSON object per log line, see train/metrics.py). Every key other than
 step/epoch/lr/pairs_per_s/mfu is a loss; losses are drawn in panels by kind (generator, discriminator,
-reconstruction, classification, other) so that a cycle loss of 5 does not flatten a GAN loss of 0.3,
-each panel with its own value axis and legend, and the learning rate in a small panel at the bottom.
-Lines that do not parse (the last one of a run killed mid-write) and non-finite values are skipped.
+reconstruction, classification, other) so that a cycle loss of 5 does not flatten a GAN loss of 0.3.
+Each loss is a faint raw trace under its smoothed curve (a debiased exponential moving average, as
+TensorBoard's smoothing shows), and a panel whose values span more than two decades gets a log axis.
+The learning rate (as logged, unsmoothed) and the throughput (pairs/s) follow in panels of their own,
+on the same step axis.
+Lines that do not parse (the last one of a run killed mid-write) and non-finite values are skipped;
+a non-finite value breaks the raw trace there.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 
 NOT_LOSSES = frozenset({"step", "epoch", "lr", "pairs_per_s", "mfu"})
-# matplotlib's tab10: distinct, and exact colours in the PNG (PIL's lines are not antialiased)
-PALETTE = (
+PALETTE = (  # matplotlib's tab10: distinct colours, one per loss
     "#1f77b4",
     "#ff7f0e",
     "#2ca02c",
@@ -33,10 +36,9 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
-LR_COLOR = "#444444"
+LR_COLOR, SPEED_COLOR = "#444444", "#2b8cbe"
 GROUPS = ("generator", "discriminator", "reconstruction", "classification", "other")
-
-WIDTH, LEFT, RIGHT, PANEL_H, LR_H, GAP = 1000, 80, 210, 220, 90, 58
+RAW_ALPHA = 0.25  # the raw trace, faint under the smoothed curve
 
 
 def group_of(name: str) -> str:
@@ -72,119 +74,57 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def _series(rows: list[dict], key: str) -> list[tuple[float, float]]:
-    """(step, value) pairs of `key`; a non-finite value becomes NaN, which breaks the line there."""
-    out = []
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of `key`; a non-finite value becomes NaN, which breaks the line there."""
+    steps, values = [], []
     for row in rows:
         value = _number(row.get(key))
         if value is not None:
-            out.append((float(row["step"]), value if math.isfinite(value) else math.nan))
+            steps.append(float(row["step"]))
+            values.append(value if math.isfinite(value) else math.nan)
+    return steps, values
+
+
+def smoothing_weight(n: int) -> float:
+    """The EMA weight for n points: a window of about n/20 points (0 below 20 points, at most 0.98)."""
+    return min(max(1.0 - 20.0 / max(n, 1), 0.0), 0.98)
+
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's smoothing: a debiased exponential moving average that steps over non-finite values
+    (NaN where the value is one, so the curve shows the gap)."""
+    out, last, n = [], 0.0, 0
+    for v in values:
+        if not math.isfinite(v):
+            out.append(math.nan)
+            continue
+        last, n = weight * last + (1 - weight) * v, n + 1
+        out.append(last / (1 - weight**n) if weight else v)  # debiased: the first points are not pulled to 0
     return out
 
 
-def _ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> tuple[float, float, list[float]]:
-    """A "nice" axis over [lo, hi]: (axis low, axis high, tick values)."""
-    if hi <= lo:
-        pad = abs(lo) * 0.1 or 1.0
-        if integer:
-            pad = max(pad, 1.0)
-        lo, hi = lo - pad, hi + pad
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
-    if integer:
-        step = max(1.0, round(step))
-    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-    ticks = [i * step for i in range(first, last + 1)]
-    return ticks[0], ticks[-1], ticks
-
-
-def _fmt_value(value: float, step: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or step < 1e-3:
-        return f"{value:.3g}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    if round(step * 10**decimals, 6) % 1:  # 2.5, 0.25: one more digit
-        decimals += 1
-    return f"{value:.{decimals}f}"
-
-
-def _fmt_step(value: float) -> str:
-    value = round(value)
-    if abs(value) >= 10000 and value % 1000 == 0:
-        return f"{value // 1000}k"
-    return str(value)
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _panel(draw, box, title, series, x_axis, font, small_font, show_step_label) -> None:
-    """One panel: frame, grid, ticks, the curves and, right of it, the legend.
-
-    series: (name, colour, [(step, value)]); x_axis: (low, high, ticks) of the shared step axis."""
-    x0, y0, x1, y1 = box
-    finite = [v for _, _, pts in series for _, v in pts if math.isfinite(v)]
-    lo, hi = min(finite), max(finite)
-    pad = 0.04 * (hi - lo)  # keep curves off the frame, but a non-negative axis does not go below 0
-    y_lo, y_hi, y_ticks = _ticks(max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad)
-    x_lo, x_hi, x_ticks = x_axis
-    y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1.0
-
-    def px(step: float) -> float:
-        return x0 + (step - x_lo) / (x_hi - x_lo) * (x1 - x0)
-
-    def py(value: float) -> float:
-        return y1 - (value - y_lo) / (y_hi - y_lo) * (y1 - y0)
-
-    draw.text((x0, y0 - 6), title, fill="black", font=font, anchor="ls")
-    for v in y_ticks:
-        y = py(v)
-        draw.line([(x0, y), (x1, y)], fill="#e6e6e6")
-        draw.line([(x0 - 4, y), (x0, y)], fill="black")
-        draw.text((x0 - 7, y), _fmt_value(v, y_step), fill="black", font=small_font, anchor="rm")
-    for s in x_ticks:
-        x = px(s)
-        draw.line([(x, y0), (x, y1)], fill="#e6e6e6")
-        draw.line([(x, y1), (x, y1 + 4)], fill="black")
-        draw.text((x, y1 + 7), _fmt_step(s), fill="black", font=small_font, anchor="mt")
-    if show_step_label:
-        draw.text(((x0 + x1) / 2, y1 + 24), "step", fill="black", font=font, anchor="mt")
-    draw.rectangle(box, outline="black")
-
-    for _, colour, pts in series:
-        segment: list[tuple[float, float]] = []
-        for s, v in [*pts, (math.nan, math.nan)]:  # a trailing NaN flushes the last segment
-            if math.isfinite(v):
-                segment.append((px(s), py(v)))
-                continue
-            if len(segment) > 1:
-                draw.line(segment, fill=colour, width=2, joint="curve")
-            elif segment:
-                (x, y) = segment[0]
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-            segment = []
-
-    ly = y0 + 4
-    for name, colour, pts in series:
-        last = next((v for _, v in reversed(pts) if math.isfinite(v)), None)
-        label = name if last is None else f"{name}  {last:.4g}"
-        draw.rectangle([x1 + 12, ly + 4, x1 + 32, ly + 9], fill=colour)
-        draw.text((x1 + 38, ly + 7), label, fill="black", font=small_font, anchor="lm")
-        ly += 18
+def _draw(ax, title: str, series: list[tuple[str, str, list[float], list[float]]], smoothed: bool) -> None:
+    """One panel: each series raw (faint) under its smoothed curve, or raw alone (`smoothed` False: the
+    learning rate, which is exact), and a legend right of the panel with each series' last value.
+    A panel of positive values spanning more than two decades gets a log axis."""
+    finite = [v for *_, values in series for v in values if math.isfinite(v)]
+    for name, colour, steps, values in series:
+        curve = smooth(values, smoothing_weight(len(values))) if smoothed else values
+        last = next((v for v in reversed(curve) if math.isfinite(v)), math.nan)
+        if smoothed:
+            ax.plot(steps, values, color=colour, alpha=RAW_ALPHA, linewidth=1.0)
+        ax.plot(steps, curve, color=colour, linewidth=2.0, label=f"{name}  {last:.4g}")
+        if len(steps) == 1:  # one log line: a dot, not an invisible zero-length line
+            ax.plot(steps, values, "o", color=colour, markersize=5)
+    if smoothed and finite and min(finite) > 0 and max(finite) > 100 * min(finite):
+        ax.set_yscale("log")  # e.g. a loss falling from 10 to 0.05: every decade readable
+    ax.set_title(title, loc="left", fontsize=11)
+    ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw the loss curves of the run in `run_dir` to a PNG (default `<run>/loss_curves.png`); its path."""
-    from PIL import Image, ImageDraw
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder; pass the --out folder of a training run")
@@ -199,37 +139,29 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
     panels = []
     for group in GROUPS:
-        series = [(n, colours[n], _series(rows, n)) for n in names if group_of(n) == group]
-        series = [s for s in series if any(math.isfinite(v) for _, v in s[2])]
+        series = [(n, colours[n], *_series(rows, n)) for n in names if group_of(n) == group]
+        series = [s for s in series if any(math.isfinite(v) for v in s[3])]
         if series:
-            panels.append((group, series))
+            panels.append((group, series, True))
     if not panels:
         raise UserError(
             f"{path} has no finite loss values yet; train until the first log line (--log_every steps)"
         )
-    lr = [s for s in _series(rows, "lr") if math.isfinite(s[1])]
+    for key, title, colour in (("lr", "learning rate", LR_COLOR), ("pairs_per_s", "pairs/s", SPEED_COLOR)):
+        steps, values = _series(rows, key)
+        if any(math.isfinite(v) for v in values):
+            panels.append((title, [(key, colour, steps, values)], key != "lr"))
 
-    steps = [s for _, series in panels for _, _, pts in series for s, _ in pts] + [s for s, _ in lr]
-    x_axis = _ticks(min(steps), max(steps), n=8, integer=True)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: seconds to import
+    from matplotlib.figure import Figure
 
-    font, small_font = _font(14), _font(12)
-    top = 64
-    height = top + len(panels) * (PANEL_H + GAP) + (LR_H + GAP if lr else 0) + 16
-    img = Image.new("RGB", (WIDTH, height), "white")
-    draw = ImageDraw.Draw(img)
-    first, last = _fmt_step(min(steps)), _fmt_step(max(steps))
-    draw.text(
-        (LEFT, 24), f"{run_dir.resolve().name}: losses, steps {first} to {last}", fill="black", font=_font(18)
-    )
-
-    y = top
-    for i, (group, series) in enumerate(panels):
-        box = (LEFT, y + 16, WIDTH - RIGHT, y + 16 + PANEL_H - 16)
-        _panel(draw, box, group, series, x_axis, font, small_font, not lr and i == len(panels) - 1)
-        y += PANEL_H + GAP
-    if lr:
-        box = (LEFT, y + 16, WIDTH - RIGHT, y + 16 + LR_H - 16)
-        _panel(draw, box, "learning rate", [("lr", LR_COLOR, lr)], x_axis, font, small_font, True)
-
+    fig = Figure(figsize=(10, 0.6 + 2.3 * len(panels)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # Agg renders to a PNG without a display
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (title, series, smoothed) in zip(axes, panels, strict=True):
+        _draw(ax, title, series, smoothed)
+    axes[-1].set_xlabel("step")
+    steps = [s for _, series, _ in panels for _, _, xs, _ in series for s in xs]
+    fig.suptitle(f"{run_dir.resolve().name}: steps {min(steps):.0f} to {max(steps):.0f}", x=0.01, ha="left")
     out = Path(out) if out is not None else run_dir / "loss_curves.png"
-    return write_atomic(out, lambda tmp: img.save(tmp, format="PNG"))
+    return write_atomic(out, lambda tmp: fig.savefig(tmp, format="png"))

@@ -70,7 +70,7 @@ class GeneratorFile:
         return net.eval().requires_grad_(False)
 
 
-def _resolve(source: str | os.PathLike, direction: str) -> Path:
+def resolve_source(source: str | os.PathLike, direction: str) -> Path:
     """A run folder -> the file in it that holds `direction`'s generator; a file as it is."""
     path = Path(source)
     if not path.is_dir():
@@ -89,7 +89,7 @@ def read_generator_file(
     """Read the file holding `direction`'s generator, once. `arch`: a reference .pth's architecture."""
     if direction not in DIRECTIONS:
         raise UserError(f"--direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
-    path = _resolve(source, direction)
+    path = resolve_source(source, direction)
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     obj = safe_load(path)

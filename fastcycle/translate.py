@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from fastcycle.data.folders import list_images, load_rgb, save_image
-from fastcycle.data.transforms import to_model_range, to_uint8
+from fastcycle.data.transforms import pad_to_multiple, to_model_range, to_uint8
 from fastcycle.errors import UserError
 from fastcycle.runner import Runner
 
@@ -45,15 +44,6 @@ def _decode(path: Path) -> np.ndarray | None:
         return None
 
 
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad H and W up to a multiple (4 for ResNets, 2**downs for U-Nets); no resampling."""
-    h, w = x.shape[2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    return x.contiguous()
-
-
 @torch.no_grad()
 def _run(
     runner: Runner, images: list[np.ndarray], reverse: Runner | None = None
@@ -63,11 +53,11 @@ def _run(
     h, w = images[0].shape[:2]
     x = torch.from_numpy(np.stack(images)).to(runner.device, non_blocking=True).permute(0, 3, 1, 2)
     x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
-    y = runner(_pad(x, getattr(runner, "size_multiple", 4)))[:, :, :h, :w]
+    y = runner(pad_to_multiple(x, getattr(runner, "size_multiple", 4)))[:, :, :h, :w]
     out = list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
     if reverse is None:
         return out, None
-    rec = reverse(_pad(y.to(reverse.device), getattr(reverse, "size_multiple", 4)))[:, :, :h, :w]
+    rec = reverse(pad_to_multiple(y.to(reverse.device), getattr(reverse, "size_multiple", 4)))[:, :, :h, :w]
     return out, list(to_uint8(rec).permute(0, 2, 3, 1).cpu().numpy())
 
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from fastcycle.config import TrainConfig, apply_overrides, validate
@@ -32,8 +34,21 @@ def test_defaults_are_the_papers():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_validate_and_round_trip(preset):
-    cfg = validate(PRESETS[preset]())
+    cfg = validate(_as_trained(PRESETS[preset]()))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("preset", "message"),
+    [
+        ("pix2pix", "--model pix2pix has no built-in demo: pass --data DIR (a train/ folder of A|B images)"),
+        ("dcgan", "--model dcgan has no built-in demo: pass --data DIR (a folder of images)"),
+        ("semi_supervised", "--aux-classifier needs labels: pass --labels-A and/or --labels-B"),
+    ],
+)
+def test_what_a_preset_leaves_to_the_user_is_asked_for(preset, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate(PRESETS[preset]())
 
 
 def test_overrides_set_fields_and_coerce_ints_to_floats():
@@ -85,10 +100,19 @@ def test_from_dict_refuses_a_key_in_another_section(section, name, home):
     assert "\n" not in str(e.value)
 
 
+def _as_trained(cfg: TrainConfig) -> TrainConfig:
+    """A preset as a run trains it: with the dataset (and labels) it leaves to the user."""
+    if cfg.model.model != "cycle_gan":  # only CycleGAN has a built-in dataset
+        cfg.data.data = "datasets/x"
+    if cfg.model.aux_classifier:  # semi_supervised: the labels are the user's
+        cfg.data.labels_A = "labels_A.csv"
+    return cfg
+
+
 def test_checkpoint_configs_of_every_preset_still_load():
     for make in PRESETS.values():  # what to_dict() writes into every checkpoint, and an older subset of it
-        d = make().to_dict()
-        assert TrainConfig.from_dict(d) == make()
+        d = _as_trained(make()).to_dict()
+        assert TrainConfig.from_dict(d) == _as_trained(make())
         del d["run"]["tensorboard"], d["optim"]["lr_policy"]  # options added after the first checkpoints
         assert TrainConfig.from_dict(d).optim.lr_policy == "linear"
 

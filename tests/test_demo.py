@@ -53,3 +53,31 @@ def test_a_short_demo_run_beats_doing_nothing(tmp_path):
     assert untranslated == pytest.approx(17.0, abs=0.1)
     assert before < untranslated
     assert translated >= untranslated + margin, (translated, untranslated)
+
+
+@pytest.mark.parametrize("netG", ["unet_128", "unet_256"])
+def test_evaluate_pads_the_tiles_to_the_generators_multiple(tmp_path, netG):
+    """The 80x80 held-out tiles go through a U-Net that needs multiples of 128 or 256: padded, cropped."""
+    from fastcycle.models import build_generator
+
+    root = demo_data.build(tmp_path / "demo")
+    G = build_generator(netG, ngf=2, norm="batch")
+    translated, untranslated = demo_data.evaluate(G, root, CPU)
+    assert np.isfinite(translated) and 0 < translated < untranslated == pytest.approx(17.0, abs=0.1)
+
+
+def test_unet_128_demo_run_ends_with_its_psnr_line(tmp_path):
+    """`fastcycle train --netG unet_128 --netD pixel --crop-size 128 --load-size 143` (no --data) used to
+    train, save, then die in the demo's evaluation; as a user runs it, at a tiny width."""
+    import subprocess
+    import sys
+
+    flags = "--netG unet_128 --netD pixel --crop-size 128 --load-size 143 --ngf 2 --ndf 2 --max-steps 2"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastcycle", "train", *flags.split(), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stdout.startswith("PSNR G_AB(a) vs f(a): ")

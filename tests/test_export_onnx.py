@@ -132,7 +132,9 @@ def test_export_errors_are_one_clear_line(trained, tmp_path):
     (tmp_path / "junk.onnx").write_text("not a model")
     with pytest.raises(UserError, match="is not a readable ONNX model"):
         OrtRunner(tmp_path / "junk.onnx", CPU)
-    with pytest.raises(UserError, match="does not exist; export one with `fastcycle export --onnx"):
+    with pytest.raises(
+        UserError, match="does not exist; export one with `fastcycle export --checkpoint RUN --onnx"
+    ):
         OrtRunner(tmp_path / "missing.onnx", CPU)
 
 

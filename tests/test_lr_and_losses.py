@@ -200,7 +200,7 @@ def test_bad_family_options_are_refused(preset, overrides, message):
 @pytest.mark.parametrize(
     ("preset", "overrides"),
     [
-        (dcgan, {}),
+        (dcgan, {"data": "faces"}),
         (cyclegan, {"netG": "unet_256", "load_size": 286, "crop_size": 256}),
         (cyclegan, {"label_smoothing": "0.9"}),
         (cyclegan, {"label_smoothing": "0.7,1.2"}),

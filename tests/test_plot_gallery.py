@@ -231,3 +231,13 @@ def test_tensorboard_missing_package(tmp_path, monkeypatch):
         "--tensorboard needs the tensorboard package: pip install tensorboard (or fastcycle[tensorboard])"
     )
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_smoothing_is_a_debiased_ema_that_steps_over_gaps():
+    from fastcycle.plot import smooth, smoothing_weight
+
+    assert smooth([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])  # debiased: not pulled to 0
+    out = smooth([0.0, math.nan, 10.0], 0.5)
+    assert out[0] == 0.0 and math.isnan(out[1]) and out[2] == pytest.approx(10 * 0.5 / 0.75)
+    assert smooth([1.0, 3.0], 0.0) == [1.0, 3.0]
+    assert smoothing_weight(10) == 0.0 and 0.9 < smoothing_weight(1000) <= 0.98

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from fastcycle.data.folders import list_images
-from fastcycle.data.transforms import to_model_range, to_uint8
+from fastcycle.data.transforms import pad_to_multiple, to_model_range, to_uint8
 from fastcycle.models import eval_mode
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "ihc.png")
@@ -98,17 +98,20 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(G_AB: nn.Module, root: Path, device: torch.device, amp_dtype: torch.dtype | None = None):
-    """Mean PSNR over the held-out tiles of (G_AB(a), f(a)) and of (a, f(a)), in dB."""
+    """Mean PSNR over the held-out tiles of (G_AB(a), f(a)) and of (a, f(a)), in dB. The tiles are padded
+    to the generator's size multiple (a U-Net's 128 or 256) and its output cropped back, as translate does."""
     paths = list_images(Path(root) / "testA")
     a = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for p in paths])
     fa = torch.from_numpy(f(a.numpy())).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
     a = a.permute(0, 3, 1, 2)
+    h, w = a.shape[2:]
+    multiple = getattr(G_AB, "size_multiple", 4)
     outs = []
     with eval_mode(G_AB):
         for chunk in a.split(16):
-            x = to_model_range(chunk.to(device))
+            x = pad_to_multiple(to_model_range(chunk.to(device)), multiple)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outs.append(to_uint8(G_AB(x)).cpu())
+                outs.append(to_uint8(G_AB(x)[:, :, :h, :w]).cpu())
     return psnr(torch.cat(outs), fa).mean().item(), psnr(a, fa).mean().item()
 
 

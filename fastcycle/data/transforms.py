@@ -93,3 +93,16 @@ def to_model_range(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255], rounding to nearest."""
     return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (N, C, H, W) on the bottom and right up to multiples of `multiple` (4 for the ResNets, 2**downs
+    for the U-Nets), so a generator takes any image without resampling; crop its output back to H, W.
+    Reflection where the image is larger than the padding (no seam), else edge replication."""
+    h, w = x.shape[2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        x = torch.nn.functional.pad(
+            x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate"
+        )
+    return x.contiguous()

@@ -19,7 +19,6 @@ from fastcycle.config import TrainConfig
 from fastcycle.data import demo
 from fastcycle.data.contract import Loader
 from fastcycle.data.scan import DomainScan
-from fastcycle.errors import UserError
 from fastcycle.train.env import RunEnv
 from fastcycle.train.runlog import log
 
@@ -39,10 +38,6 @@ def data_root(cfg: TrainConfig, env: RunEnv) -> Path:
     builds in the run folder."""
     if cfg.data.data is not None:
         return Path(cfg.data.data)
-    family = cfg.model.model
-    if family not in ("cycle_gan", "distill"):
-        what = "a train/ folder of A|B images" if family == "pix2pix" else "a folder of images"
-        raise UserError(f"--model {family} has no built-in demo: pass --data DIR ({what})")
     root = env.run_dir / "demo_data"
     if env.dist.is_main:
         demo.build(root)
@@ -70,14 +65,6 @@ def spec_fields(cfg: TrainConfig, env: RunEnv) -> dict[str, Any]:
     )
 
 
-def torch_loader_only(cfg: TrainConfig) -> None:
-    """pix2pix and DCGAN read one list of items with the torch loader (gpu-cache and DALI are CycleGAN's)."""
-    if cfg.data.loader not in ("auto", "torch"):
-        raise UserError(
-            f"--model {cfg.model.model} reads its data with --loader torch; drop --loader {cfg.data.loader}"
-        )
-
-
 def log_scans(scans: list[DomainScan], unmatched: Sequence[str] = ()) -> None:
     """One line per scanned folder; the run log names every skipped, converted and unmatched file."""
     for scan in scans:
@@ -95,10 +82,6 @@ def class_labels(cfg: TrainConfig, scans: list[DomainScan]) -> tuple[tuple[torch
     from fastcycle.data.labels import load_domain_labels
 
     d = cfg.data
-    if not (d.labels_A or d.labels_B):
-        raise UserError(
-            "--aux-classifier needs labels: pass --labels-A and/or --labels-B (CSV filename,label)"
-        )
     table = load_domain_labels({"A": d.labels_A, "B": d.labels_B}, {"A": scans[0], "B": scans[1]})
     for line in table.summary().splitlines():
         log(f"labels: {line}")

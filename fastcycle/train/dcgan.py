@@ -15,7 +15,7 @@ from fastcycle.data.contract import Batch
 from fastcycle.data.single import open_single
 from fastcycle.losses import gan_loss
 from fastcycle.models import build_discriminator, build_generator
-from fastcycle.train.data import DataSource, log_scans, spec_fields, torch_loader_only
+from fastcycle.train.data import DataSource, log_scans, spec_fields
 from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
 from fastcycle.train.samples import save_noise_grid
@@ -41,7 +41,6 @@ class DCGAN(GANModel):
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
         """The images under `root` (subfolders included), read by the torch loader."""
-        torch_loader_only(cfg)
         loader = open_single(root, cfg.data.num_workers, cfg.data.max_dataset_size, **spec_fields(cfg, env))
         log_scans(loader.scans)
         return DataSource(root, loader, loader.note)

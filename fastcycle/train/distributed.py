@@ -102,6 +102,15 @@ def any_rank(flag: bool | torch.Tensor, info: DistInfo, device: torch.device) ->
     return t > 0
 
 
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's `obj` (any picklable value) on every rank: one decision, taken once, for all ranks."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def finish(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         # DDP reducers left in reference cycles (the WGAN-GP penalty's double-backward graphs) must die

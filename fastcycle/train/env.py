@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from fastcycle.config import TrainConfig
-from fastcycle.errors import UserError
 from fastcycle.models import N_BLOCKS
 from fastcycle.runtime import Precision, resolve_kernels, resolve_precision
 from fastcycle.train.distributed import DistInfo
@@ -30,11 +29,7 @@ def model_kernels(cfg: TrainConfig, kernels: str, note: str) -> tuple[str, str]:
     generator's layers only, so other generators run on torch's (cuDNN) layers."""
     if kernels == "torch" or cfg.model.netG in N_BLOCKS:  # N_BLOCKS: the ResNet generators
         return kernels, note
-    if cfg.runtime.kernels == "triton":
-        raise UserError(
-            f"--kernels triton implements the ResNet generators' layers, not --netG {cfg.model.netG}; "
-            "use --kernels torch or auto"
-        )
+    # --kernels auto (validate() refuses --kernels triton with other generators)
     return "torch", f"kernels: torch (the fused kernels cover the ResNet generators, not {cfg.model.netG})"
 
 

@@ -9,7 +9,7 @@ checkpointer (checkpointer.py) and the stop signals (signals.py).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME
@@ -18,11 +18,12 @@ from fastcycle.data import demo
 from fastcycle.errors import UserError
 from fastcycle.train.checkpointer import Checkpointer, restore, resume_state
 from fastcycle.train.data import DataSource, data_root
-from fastcycle.train.distributed import finish, init_distributed
+from fastcycle.train.distributed import DistInfo, broadcast_object, finish, init_distributed
 from fastcycle.train.env import RunEnv, resolve_env
 from fastcycle.train.families import build_model, model_family
 from fastcycle.train.gan import GANModel
 from fastcycle.train.metrics import MetricsSink
+from fastcycle.train.runlock import RunLock
 from fastcycle.train.runlog import log, run_log
 from fastcycle.train.signals import StopSignals
 
@@ -40,17 +41,55 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Train cfg (validated here, once) to its last step, or until SIGINT/SIGTERM (saved, resumable)."""
     validate(cfg)
     run_dir = Path(cfg.run.out or Path("runs") / cfg.run.name)
-    if not cfg.run.resume and any((run_dir / n).exists() for n in (CHECKPOINT_NAME, PREVIOUS_NAME)):
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --out NEW_DIR")
     dist, device = init_distributed(cfg.runtime.device)
     try:
-        with run_log(dist.is_main) as run_log_file:
-            env = resolve_env(cfg, run_dir, dist, device)
-            state = resume_state(cfg, run_dir) if cfg.run.resume else None
+        with run_log(dist.is_main) as run_log_file, RunLock(run_dir) as lock:
+            resumes = _claim(cfg, run_dir, dist, lock)
             run_log_file.open(run_dir)
+            if cfg.run.resume == "auto":  # the first line of a requeued job's log says which it did
+                log(f"resume auto: {'resuming the run in' if resumes else 'starting a new run in'} {run_dir}")
+            if lock.note:
+                log(lock.note)
+            cfg = replace(cfg, run=replace(cfg.run, resume=resumes))
+            env = resolve_env(cfg, run_dir, dist, device)
+            state = resume_state(cfg, run_dir) if resumes else None
             return _train(cfg, env, state)
     finally:
         finish(dist)
+
+
+def _claim(cfg: TrainConfig, run_dir: Path, dist: DistInfo, lock: RunLock) -> bool:
+    """Rank 0 locks the run folder, then decides whether the run resumes (with the lock held, so no
+    other run can write a checkpoint in between); every rank gets the verdict or the error line."""
+    verdict = None
+    if dist.is_main:
+        try:
+            if cfg.run.resume is True and not run_dir.is_dir():  # nothing to resume: create nothing
+                _resumes(True, run_dir)
+            lock.acquire()
+            verdict = _resumes(cfg.run.resume, run_dir)
+        except UserError as e:
+            verdict = str(e)
+    verdict = broadcast_object(verdict, dist)
+    if isinstance(verdict, str):
+        raise UserError(verdict)
+    return verdict
+
+
+def _resumes(resume: bool | str, run_dir: Path) -> bool:
+    """--resume auto: whether the folder holds a checkpoint; --resume and no flag: that it does, or not."""
+    held = any((run_dir / n).exists() for n in (CHECKPOINT_NAME, PREVIOUS_NAME))
+    if resume == "auto":
+        return held
+    if resume and not held:
+        raise UserError(
+            f"--resume: no checkpoint in {run_dir}; start without --resume, use --resume auto, or fix --out"
+        )
+    if held and not resume:
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume (or --resume auto) to continue it or --out NEW_DIR"
+        )
+    return bool(resume)
 
 
 def _startup_line(cfg: TrainConfig, env: RunEnv, model: GANModel, source: DataSource, total: int) -> str:

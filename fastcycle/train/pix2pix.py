@@ -15,7 +15,7 @@ from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.data.aligned import open_aligned
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator
-from fastcycle.train.data import DataSource, log_scans, spec_fields, torch_loader_only
+from fastcycle.train.data import DataSource, log_scans, spec_fields
 from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
 from fastcycle.train.samples import save_paired_grid
@@ -43,7 +43,6 @@ class Pix2Pix(GANModel):
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
         """The pairs under `root` (train/ or trainA/ + trainB/), read by the torch loader."""
-        torch_loader_only(cfg)
         d = cfg.data
         loader = open_aligned(root, d.direction, d.num_workers, d.max_dataset_size, **spec_fields(cfg, env))
         log_scans(loader.scans, loader.unmatched)
