@@ -56,16 +56,18 @@ def read_teacher(source: str | Path) -> Teacher:
     raw = safe_load(path, mmap=True)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or "sha256" not in raw:
         raise UserError(f"--teacher {source} is not a fastcycle training checkpoint; pass a run folder")
-    try:
-        cfg = TrainConfig.from_dict(raw["config"])
-    except UserError as e:
-        raise UserError(f"--teacher {source} holds an invalid config: {e}") from None
-    family = cfg.model.model
+    # The family first: a DCGAN's config is named as such even where it would not validate as a teacher's.
+    model_section = raw.get("config", {}).get("model", {})
+    family = model_section.get("model") if isinstance(model_section, dict) else None
     if family == "dcgan":
         raise UserError(
             f"--teacher {source} is a DCGAN (noise -> image); a teacher translates images: "
             "a cycle_gan or pix2pix run"
         )
+    try:
+        cfg = TrainConfig.from_dict(raw["config"])
+    except UserError as e:
+        raise UserError(f"--teacher {source} holds an invalid config: {e}") from None
     if family == "distill":
         raise UserError(
             f"--teacher {source} is itself a distilled student; "
