@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fastcycle.config import DIRECTIONS
+from fastcycle.choices import DIRECTIONS
 from fastcycle.errors import UserError
 
 if TYPE_CHECKING:

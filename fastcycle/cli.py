@@ -9,17 +9,8 @@ import argparse
 import difflib
 import sys
 
-from fastcycle.config import (
-    DIRECTIONS,
-    GENERATORS,
-    KERNEL_CHOICES,
-    NORMS,
-    ModelConfig,
-    TrainConfig,
-    apply_overrides,
-    field_index,
-    flag,
-)
+from fastcycle.choices import DIRECTIONS, GENERATORS, KERNEL_CHOICES, NORMS
+from fastcycle.config import ModelConfig, TrainConfig, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKENDS
 from fastcycle.presets import MODEL_PRESETS, PRESETS

@@ -25,7 +25,8 @@ from torch import nn
 
 from fastcycle.atomic import write_atomic
 from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, check_checkpoint, load_weights, safe_load
-from fastcycle.config import CYCLE_GENERATORS, DIRECTIONS, ModelConfig, TrainConfig
+from fastcycle.choices import CYCLE_GENERATORS, DIRECTIONS
+from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 

@@ -88,7 +88,14 @@ def test_no_import_circle():
 LAYERS = [
     (
         "foundation",
-        ["fastcycle", "fastcycle.errors", "fastcycle.atomic", "fastcycle.config", "fastcycle.presets"],
+        [
+            "fastcycle",
+            "fastcycle.errors",
+            "fastcycle.atomic",
+            "fastcycle.choices",
+            "fastcycle.config",
+            "fastcycle.presets",
+        ],
     ),
     ("kernels", ["fastcycle.kernels"]),
     ("models", ["fastcycle.models", "fastcycle.runtime"]),

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fastcycle.config import DIRECTIONS
+from fastcycle.choices import DIRECTIONS
 from fastcycle.data.contract import LoaderSpec, check_spec
 from fastcycle.data.plan import ItemPlan, item_plan
 from fastcycle.data.scan import DomainScan, ImageFile, scan_domain

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastcycle.choices import CROPPING
+
 BICUBIC = Image.Resampling.BICUBIC
-CROPPING = ("resize_and_crop", "crop", "scale_width_and_crop")
 
 
 def _round4(w: int, h: int) -> tuple[int, int]:

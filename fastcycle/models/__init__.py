@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from fastcycle.config import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
+from fastcycle.choices import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
 from fastcycle.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastcycle.models.discriminators import NLayerDiscriminator, PixelDiscriminator
 from fastcycle.models.fused import check_kernels

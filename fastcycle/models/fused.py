@@ -12,7 +12,7 @@ fastcycle.kernels (and with it triton) is imported on first use, so `--kernels t
 import torch
 from torch import nn
 
-from fastcycle.config import KERNEL_CHOICES
+from fastcycle.choices import KERNEL_CHOICES
 
 KERNELS = tuple(k for k in KERNEL_CHOICES if k != "auto")  # what a network is built with, once resolved
 

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from fastcycle.config import INIT_TYPES
+from fastcycle.choices import INIT_TYPES
 
 
 def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:

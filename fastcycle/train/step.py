@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastcycle.config import CYCLE_GENERATORS, ModelConfig, TrainConfig
+from fastcycle.choices import CYCLE_GENERATORS
+from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain

@@ -1,0 +1,28 @@
+"""The names each option may take: models, architectures, data policies, runtime modes.
+
+One module without imports, so that the config, the CLI (`fastcycle --help`), the data transforms and
+the models share one list of each without importing torch; the models check their inputs against them.
+"""
+
+MODELS = ("cycle_gan", "pix2pix", "dcgan", "distill")
+GENERATORS = (
+    "resnet_9blocks",
+    "resnet_6blocks",
+    "mobile_resnet_9blocks",
+    "mobile_resnet_6blocks",
+    "unet_256",
+    "unet_128",
+    "dcgan",
+)
+DISCRIMINATORS = ("basic", "n_layers", "pixel", "dcgan")
+NORMS = ("instance", "batch", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+CROPPING = ("resize_and_crop", "crop", "scale_width_and_crop")  # the policies that end in square crops
+GAN_MODES = ("lsgan", "vanilla", "wgangp")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
+DIRECTIONS = ("AtoB", "BtoA")
+CYCLE_GENERATORS = {"AtoB": "G_AB", "BtoA": "G_BA"}  # the CycleGAN generator that translates each way
+AMP_DTYPES = ("auto", "bf16", "fp16")
+KERNEL_CHOICES = ("auto", "torch", "triton")
+LOADERS = ("auto", "torch", "dali", "gpu-cache")
