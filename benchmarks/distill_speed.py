@@ -7,11 +7,12 @@
 Both generators have random weights: arithmetic and speed do not depend on what the weights are, so
 no trained teacher is needed (`fastcycle distill --report RUN` measures a real pair the same way, with
 its quality). Parameters and multiply-adds are counted by FlopCounterMode on the meta device; images/s
-is measured on one backend for both (PyTorch eager fp32, or both exported by fastcycle's ONNX export
-and run by ONNX Runtime), side by side in alternating calls, the median call of each
-(fastcycle.train.distill.measure.images_per_second), at batch 1 and 8 on a CPU, 1 and 32 on a GPU. The
-1-minute load average is printed before and after: on a shared machine the absolute numbers move with
-it, the ratio much less, since both generators see the same load.
+is measured on one backend for both (PyTorch eager fp32 through translate's TorchRunner, in
+channels-last on a CPU, or both exported by fastcycle's ONNX export and run by ONNX Runtime), side by side in
+alternating calls, the median call of each (fastcycle.train.distill.measure.images_per_second), at
+batch 1 and 8 on a CPU, 1 and 32 on a GPU. The 1-minute load average is printed before and after: on
+a shared machine the absolute numbers move with it, the ratio much less, since both generators see
+the same load.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from fastcycle.models import build_generator
+from fastcycle.runner import TorchRunner
 from fastcycle.runtime import resolve_device
 from fastcycle.train.distill.measure import generator_cost, images_per_second
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             path = export_onnx(nets[name], Path(folder.name) / f"{name}.onnx", size=args.size)
             nets[name] = OrtRunner(path, device)
         else:
-            nets[name] = nets[name].to(device)
+            nets[name] = TorchRunner(nets[name], device)  # as `fastcycle translate` runs it
     print(f"{'':8} {'generator':28} {'params':>11} {f'MACs {args.size}x{args.size}':>14}")
     for name, (netG, ngf) in archs.items():
         params, macs = cost[name]
@@ -65,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     ratio = [cost["teacher"][i] / cost["student"][i] for i in (0, 1)]
     print(f"{'teacher/student':37} {ratio[0]:>10.1f}x {ratio[1]:>13.1f}x")
     threads = torch.get_num_threads() if device.type == "cpu" and args.backend == "torch" else None
-    backend = "torch eager fp32" if args.backend == "torch" else nets["teacher"].note.split(",")[0] + " fp32"
+    note = nets["teacher"].note  # "torch eager on cpu, fp32, channels-last"; "onnxruntime CPU..., ..."
+    backend = note if args.backend == "torch" else f"{note.split(',')[0]} fp32 on {device}"
     print(
-        f"images/s, {backend} on {device}"
+        f"images/s, {backend}"
         + (f" ({threads} threads)" if threads else "")
         + f", {args.size}x{args.size}, random weights, side by side; "
         f"load average {os.getloadavg()[0]:.1f} before"

@@ -6,6 +6,7 @@ import torch
 from fastcycle.checkpoint import load_weights
 from fastcycle.errors import UserError
 from fastcycle.models import build_discriminator, build_generator
+from fastcycle.models.norms import get_norm_layer
 from tests import reference
 
 CASES = [  # (facts entry, builder, kwargs, oracle)
@@ -184,3 +185,57 @@ def test_unknown_names_are_rejected():
         build_generator("resnet_5blocks")
     with pytest.raises(ValueError, match="unknown norm"):
         build_discriminator("basic", norm="group")
+
+
+def _aten_ops(fn) -> set[str]:
+    """The aten ops `fn()` dispatches (after autograd), by name."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+def test_instance_norm_inference_form_is_instance_norm():
+    """Eager CPU inference takes torch's group-norm kernel with one group per channel: the same
+    per-(image, channel) mean and biased variance, so the output differs from instance_norm's only by
+    summation order (< 1e-5 on these O(1) outputs), in both layouts. Training, which needs the
+    reference's backward, and traced graphs (exported as InstanceNormalization) keep instance_norm."""
+    norm = get_norm_layer("instance")(8)
+    x = torch.randn(3, 8, 16, 12) * 3 + 1
+    want = torch.nn.functional.instance_norm(x, eps=norm.eps)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        with torch.no_grad():
+            got = norm(x.contiguous(memory_format=layout))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        assert "native_group_norm" in _aten_ops(lambda: norm(x))
+    trained = x.clone().requires_grad_()
+    assert "native_group_norm" not in _aten_ops(lambda: norm(trained).sum().backward())
+    torch.testing.assert_close(trained.grad, torch.zeros_like(x), atol=1e-5, rtol=0)  # sum of a normed plane
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), norm).eval()
+    with torch.no_grad():
+        graph = torch.export.export(net, (torch.randn(1, 3, 10, 10),)).graph
+    assert {str(n.target) for n in graph.nodes} >= {"aten.instance_norm.default"}
+
+
+def test_torch_runner_matches_the_eager_generator():
+    """translate's torch runner computes what the generator computes (in channels-last on CPU, where
+    oneDNN's convolutions sum in another order: 1e-4 on tanh outputs), and returns NCHW-shaped fp32."""
+    from fastcycle.runner import TorchRunner
+
+    torch.manual_seed(0)
+    net = build_generator("mobile_resnet_6blocks", ngf=8).eval()
+    x = torch.rand(2, 3, 32, 36) * 2 - 1
+    want = net(x).detach()  # autograd on: the reference form, instance_norm in NCHW
+    runner = TorchRunner(net, torch.device("cpu"))
+    got = runner(x)
+    assert got.shape == want.shape and got.dtype == torch.float32 and "channels-last" in runner.note
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)

@@ -2,9 +2,30 @@
 
 import functools
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from fastcycle.config import NORMS
+from fastcycle.choices import NORMS
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """The reference's InstanceNorm2d (no affine parameters, no running statistics), faster on CPU inference.
+
+    Instance norm is group norm with one group per channel: the same per-(image, channel) mean and
+    variance, the same eps. torch's CPU `instance_norm` reshapes the batch into one and calls batch
+    norm, 3-5x slower than its `group_norm` kernel at the generators' shapes (measured: 2.06 vs 0.43 ms
+    at 1x32x256x256 on the 2-core CPU), and in a mobile generator the norms are ~40% of the eager time.
+    So eager CPU calls without autograd (translate, evaluation, the distillation report) take the group
+    norm kernel. Training keeps `instance_norm` (its backward and autocast rules are the reference's),
+    and so does every traced graph (torch.compile, ONNX, AOTInductor: `is_compiling()` is true while
+    exporting), so that the exported op is InstanceNormalization. Same class name and state dict.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return F.group_norm(x, self.num_features, eps=self.eps)
+        return super().forward(x)
 
 
 def get_norm_layer(norm: str):
@@ -14,7 +35,7 @@ def get_norm_layer(norm: str):
     batch: BatchNorm2d with affine parameters and running statistics; none: identity.
     """
     if norm == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+        return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
     if norm == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm == "none":

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fastcycle.atomic import write_atomic
 from fastcycle.config import TrainConfig
 from fastcycle.data import demo
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
+from fastcycle.runner import Runner, TorchRunner
 from fastcycle.train.distill.data import held_out_images
 from fastcycle.train.distill.measure import generator_cost, images_per_second, ssim
 from fastcycle.train.distill.teacher import load_teacher, read_teacher, teacher_generator
@@ -39,7 +39,7 @@ def _load_average() -> float | None:
 
 
 @torch.no_grad()
-def translate_images(net: nn.Module, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+def translate_images(net: Runner, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
     """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations: H and W
     reflect-padded to the generator's multiple (4; 2**downs for a U-Net) and cropped back, as
     `fastcycle translate` does."""
@@ -70,7 +70,8 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     direction = cfg.data.direction
     teacher = teacher_generator(state, t, direction, "torch", cfg.distill.teacher)
     del state
-    nets = {"teacher": teacher.to(device), "student": student.generator().to(device)}
+    # The generators as `fastcycle translate` runs them (TorchRunner: eager, no autograd).
+    nets = {"teacher": TorchRunner(teacher, device), "student": TorchRunner(student.generator(), device)}
     multiple = max(getattr(net, "size_multiple", 4) for net in nets.values())
     if size % multiple:
         raise UserError(f"--report-size {size}: these generators take multiples of {multiple}")
@@ -80,7 +81,11 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
         sizes = sorted({cfg.data.crop_size, size})
         macs = {str(px): generator_cost(m.netG, m.ngf, m.norm, px)[1] for px in sizes}
         report[name] = {"netG": m.netG, "ngf": m.ngf, "params": params, "macs": macs}
-    speed = {"backend": f"torch eager fp32 on {device}", "size": size, "load_before": _load_average()}
+    speed = {
+        "backend": nets["teacher"].note,
+        "size": size,
+        "load_before": _load_average(),
+    }
     for batch in (1, 32) if device.type == "cuda" else (1, 8):
         speed[f"batch_{batch}"] = images_per_second(nets, batch, size, device)
     speed["load_after"] = _load_average()
@@ -99,7 +104,9 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
         }
     demo_root = run_dir / "demo_data"
     if cfg.data.data is None and direction == "AtoB" and demo_root.is_dir():  # the demo: f is known
-        (t_db, base), (s_db, _) = (demo.evaluate(nets[k], demo_root, device) for k in ("teacher", "student"))
+        (t_db, base), (s_db, _) = (
+            demo.evaluate(nets[k].net, demo_root, device) for k in ("teacher", "student")
+        )
         report["demo_psnr_vs_f"] = {"teacher": t_db, "student": s_db, "untranslated": base}
     write_atomic(run_dir / REPORT_NAME, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return report
