@@ -27,7 +27,7 @@ class TorchRunner:
 
     Channels-last (NHWC) on CPU because oneDNN's convolutions run natively in it and skip their NCHW
     reorders, most of all the depthwise ones (measured on the 2-core CPU, fp32, 256x256, two threads:
-    resnet_9blocks 1.2x, the mobile student 1.6-2x). On a GPU the layout stays NCHW until the GPU
+    resnet_9blocks 1.1-1.2x, the mobile student 1.5-1.9x). On a GPU the layout stays NCHW until the GPU
     benchmark (benchmarks/bench_infer.py's bf16 channels-last case) has measured the other: torch's
     CUDA instance norm copies an NHWC input to NCHW at every layer.
     """
