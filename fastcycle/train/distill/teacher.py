@@ -141,15 +141,14 @@ def _check_pair(cfg: TrainConfig, t: TrainConfig) -> None:
         )
 
 
-def load_teacher(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
+def load_teacher(cfg: TrainConfig, fix: str = "distil anew into another --out") -> tuple[dict, TrainConfig]:
     """The teacher's full checkpoint state and config, its contents checked against the checksum
-    recorded in cfg when the distillation started."""
+    recorded in cfg when the distillation started; `fix` ends the error line when it has changed."""
     di = cfg.distill
     current = read_teacher(di.teacher)
     if current.sha256 != di.teacher_sha256:
         raise UserError(
-            f"the teacher {di.teacher} changed since this distillation started (its checksum differs); "
-            "distil anew into another --out"
+            f"the teacher {di.teacher} changed since this student was distilled (its checksum differs); {fix}"
         )
     state = load_checkpoint(current.path)
     return state, current.config
