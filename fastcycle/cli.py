@@ -88,11 +88,13 @@ _FROM_TEACHER = {
     "netG": "the mobile ResNet with the teacher's blocks for a ResNet teacher, else the teacher's",
     "ngf": "half the teacher's",
     "name": "<teacher folder>_student",
-    **dict.fromkeys(("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"), "the teacher's"),
-    **dict.fromkeys(("preprocess", "load_size", "crop_size", "log_every", "sample_every"), "the teacher's"),
-    "save_every": "the teacher's",
     **dict.fromkeys(
-        ("max_dataset_size", "num_workers", "loader", "prefetch", "cache_budget_gb"), "the teacher's"
+        (
+            *("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"),
+            *("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader"),
+            *("prefetch", "cache_budget_gb", "log_every", "sample_every", "save_every"),
+        ),
+        "the teacher's",
     ),
 }
 
@@ -107,7 +109,7 @@ def _distill_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="the teacher: a fastcycle CycleGAN or pix2pix run folder or checkpoint")
     p.add_argument(
         "--direction",
-        choices=("AtoB", "BtoA"),
+        choices=DIRECTIONS,
         help="which of a CycleGAN teacher's generators to distil (required for CycleGAN; pix2pix: its own)",
     )
     p.add_argument(
@@ -294,9 +296,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from fastcycle.train.distill.command import (
-        run_distill,  # deferred: `fastcycle --help` should not import torch
-    )
+    # deferred: `fastcycle --help` should not import torch
+    from fastcycle.train.distill.command import run_distill
 
     given = vars(args)
     overrides = {name: given[name] for _, names in DISTILL_FLAGS for name in names if name in given}
