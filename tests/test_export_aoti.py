@@ -16,12 +16,10 @@ from torch import nn
 from fastcycle.errors import UserError
 from fastcycle.export.aoti import AotiRunner, export_aoti
 from fastcycle.models import ResnetGenerator, init_weights
+from tests.tolerance import network_atol
 
 CPU = torch.device("cpu")
 MAX_BATCH = 8
-# Both sides fp32 on the same CPU: AOTI's C++ kernels only reorder the convs' and norms' float sums
-# (measured ~2e-6 max abs on outputs ~0.15 in size); dropout left on or a misread layout is off by >1e-2.
-TOL = 1e-4
 
 
 def _random(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -33,7 +31,7 @@ def _export(tmp_path_factory, **kw) -> SimpleNamespace:
     torch.manual_seed(0)
     # The real generator with one residual block instead of 6 or 9 (the blocks repeat the same ops; each
     # one costs seconds of C++ compile). With dropout, a package traced in train mode would differ from
-    # eager eval far beyond TOL.
+    # eager eval far beyond the tolerance.
     net = init_weights(
         ResnetGenerator(3, 3, ngf=4, norm="instance", dropout=True, n_blocks=1), "normal", 0.02
     )
@@ -61,17 +59,18 @@ def _one_line_user_error(fn, match: str) -> str:
     return str(e.value)
 
 
-def _max_err(runner, net, x) -> float:
-    """Max abs error against eager, over x and x in channels-last layout (the compiled kernels assume
-    NCHW strides and do not check them, so the runner must hand them a contiguous batch)."""
+def _assert_matches_eager(runner, net, x) -> None:
+    """The runner gives eager's outputs for x and for x in channels-last layout (the compiled kernels
+    assume NCHW strides and do not check them, so the runner must hand them a contiguous batch).
+    Both sides fp32: AOTI's C++ kernels only reorder the convs' and norms' float sums
+    (tests/tolerance.py); dropout left on or a misread layout is off by more than 1e-2."""
     with torch.no_grad():
         want = net.eval()(x)
-    err = 0.0
+    tol = network_atol(net, x)
     for xi in (x, x.to(memory_format=torch.channels_last)):
         got = runner(xi)
         assert got.shape == x.shape and got.dtype == torch.float32 and got.device == CPU
-        err = max(err, (got - want).abs().max().item())
-    return err
+        torch.testing.assert_close(got, want, atol=tol, rtol=0, msg=lambda m: f"{tuple(x.shape)}: {m}")
 
 
 def test_round_trip_matches_eager_for_any_batch_up_to_max(package):
@@ -80,8 +79,7 @@ def test_round_trip_matches_eager_for_any_batch_up_to_max(package):
     assert runner.name == "aoti" and runner.device == CPU and runner.max_batch == MAX_BATCH
     assert "G_AB.pt2" in runner.note and "cpu" in runner.note
     for n in (1, 3, 8):
-        err = _max_err(runner, package.net, _random(n, 32, 32, seed=n))
-        assert err <= TOL, (n, err)
+        _assert_matches_eager(runner, package.net, _random(n, 32, 32, seed=n))
 
 
 def test_out_of_contract_inputs_are_user_errors(package):
@@ -106,8 +104,7 @@ def test_dynamic_hw_runs_other_sizes(package_hw):
     runner = AotiRunner(package_hw.path, CPU)
     assert runner.hw is None and "any HxW" in runner.note
     for n, h, w in ((3, 32, 32), (2, 48, 40), (1, 16, 64)):
-        err = _max_err(runner, package_hw.net, _random(n, h, w, seed=h + w))
-        assert err <= TOL, (n, h, w, err)
+        _assert_matches_eager(runner, package_hw.net, _random(n, h, w, seed=h + w))
     _one_line_user_error(lambda: runner(_random(1, 50, 40)), r"multiples of 4 .* got 50x40")
 
 
@@ -136,7 +133,7 @@ def test_failed_export_keeps_the_old_package(package, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="C\\+\\+ compile failed"):
         export_aoti(package.net, path, example=x, max_batch=MAX_BATCH)
     assert path.read_bytes() == good and list(tmp_path.iterdir()) == [path]  # no temporary file left
-    assert _max_err(AotiRunner(path, CPU), package.net, _random(2, 32, 32)) <= TOL
+    _assert_matches_eager(AotiRunner(path, CPU), package.net, _random(2, 32, 32))
 
 
 def test_missing_and_foreign_files_are_user_errors(tmp_path):
