@@ -1,5 +1,7 @@
 """The `fastcycle` command: error lines, train and translate end to end on tiny data."""
 
+import contextlib
+import io
 import subprocess
 import sys
 
@@ -40,10 +42,16 @@ TINY = [
 
 
 def run_cli(*args):
-    """The installed entry point in a subprocess, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "fastcycle", *args], capture_output=True, text=True, timeout=300
-    )
+    """`fastcycle ARGS` run in this process as the entry point runs it (`python -m fastcycle` exits with
+    main's status): the exit status and what it wrote. In-process, each call costs no interpreter and
+    torch start-up; test_the_entry_point_in_a_fresh_process runs the real one."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's own exits
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _one_error_line(proc, pattern):
@@ -52,6 +60,16 @@ def _one_error_line(proc, pattern):
     assert len(lines) == 1, proc.stderr  # one clear line, no traceback
     assert lines[0].startswith("fastcycle: error: ")
     assert pattern in lines[0], lines[0]
+
+
+def test_the_entry_point_in_a_fresh_process(tmp_path):
+    """`python -m fastcycle` as a shell sees it: exit status 2 and one line on stderr, nothing else."""
+    args = ["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastcycle", *args], capture_output=True, text=True, timeout=300
+    )
+    _one_error_line(proc, "does not exist; pass --data DIR with trainA/ and trainB/")
+    assert proc.stdout == ""
 
 
 def test_missing_folder(tmp_path):
