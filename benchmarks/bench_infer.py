@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import budget
-from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, synchronize
 from fastcycle.models import build_generator
 from fastcycle.train.flops import peak_flops
 
@@ -55,8 +55,8 @@ def _runner(provider: str, net, tmp_path, max_batch: int):
     if provider == "compile":
         # max-autotune: Triton GEMM/conv autotuning and CUDA graphs (no launch gaps at batch 1); a
         # --budget run falls back to "default" (bounded compile time) when autotuning would not fit.
-        mode = "default" if SMOKE else budget.compile_mode("max-autotune")
-        return torch.compile(net, mode=mode, dynamic=False), {"compile_mode": mode}
+        options = compile_options(mode=budget.compile_mode("max-autotune"))
+        return torch.compile(net, dynamic=False, **options), {"compile_mode": options.get("mode", "eager")}
     if provider == "aoti":
         from fastcycle.export.aoti import AotiRunner, export_aoti
 

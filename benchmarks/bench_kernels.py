@@ -14,7 +14,7 @@ GB/s compares useful work: a provider that makes extra passes shows as a lower f
 import pytest
 import torch
 
-from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, synchronize
 from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
 from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 
@@ -42,7 +42,7 @@ def _fn(provider, op, reference):
     if provider == "triton":
         return op
     if provider == "compile":
-        return torch.compile(reference, dynamic=False)
+        return torch.compile(reference, dynamic=False, **compile_options())
     return reference
 
 

@@ -30,7 +30,7 @@ import itertools
 import pytest
 import torch
 
-from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, synchronize
 from fastcycle.config import apply_overrides
 from fastcycle.losses import gan_loss, l1
 from fastcycle.pool import ImagePool
@@ -126,7 +126,7 @@ def build_case(case):
     model = CycleGAN(cfg, DEVICE, resolve_precision(amp, "auto", DEVICE), kernels)
     if mode is not None:
         for net in model.nets.values():
-            net.compile(dynamic=False, **({"backend": "eager"} if SMOKE else {"mode": mode}))
+            net.compile(dynamic=False, **compile_options(mode=mode))
     return (ReferenceStep(model) if name == "reference" else model), cfg
 
 

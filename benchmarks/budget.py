@@ -90,8 +90,8 @@ DEFAULT_GUESS = Rule("*", "unlisted", 60, 10)
 # Kept back from the budget for what follows the last case: the final write, the summary and the
 # interpreter's exit (seconds on a loaded CPU; torch's teardown).
 FINISH_S = {"gpu": 10.0, "cpu": 5.0}
-# What max-autotune adds to a default-mode compile of a generator (Triton GEMM/conv autotuning); on a
-# CPU the smoke sizes compile in "default" mode whatever is asked.
+# What max-autotune adds to a default-mode compile of a generator (Triton GEMM/conv autotuning); a
+# CPU smoke run compiles with Dynamo's eager backend whatever is asked.
 MAX_AUTOTUNE_EXTRA_S = {"gpu": 180.0, "cpu": 30.0}
 
 

@@ -24,6 +24,14 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SMOKE = DEVICE.type != "cuda"
 
 
+def compile_options(**gpu_options) -> dict:
+    """torch.compile's keyword arguments for a case: `gpu_options` (a mode) on a GPU; in a CPU smoke run,
+    Dynamo's eager backend. The smoke run checks that each case's code runs, which tracing does in
+    seconds, where Inductor's C++ would cost a quarter of a minute per graph; tests/test_compile.py and
+    tests/test_export_aoti.py test Inductor's CPU code itself."""
+    return {"backend": "eager"} if SMOKE else gpu_options
+
+
 def synchronize() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()

@@ -5,8 +5,16 @@ import pytest
 import torch
 from PIL import Image
 
-# Two cores: intra-op threads beyond that only add contention.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The README's command runs the suite in one pytest-xdist worker per core (`-n logical`); each worker
+# takes its share of the cores (at most two) for torch's intra-op threads, and passes that share on to
+# the processes its tests start (torch reads OMP_NUM_THREADS at import): threads beyond the cores only
+# add contention.
+CORES = len(os.sched_getaffinity(0))
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, CORES // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 # Without a GPU, Triton kernels run under Triton's CPU interpreter. The variable is read when a kernel
 # is defined, so it is set here, before any test imports fastcycle.kernels.
@@ -14,6 +22,12 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def session_env() -> dict[str, str]:
+    """This process's environment without pytest-xdist's worker variables, for a `pytest` that a test
+    starts: that run is a session of its own (pytest-benchmark turns itself off in an xdist worker)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
 
 
 def write_images(folder, n: int, size=(40, 36), seed: int = 0, ext: str = "png") -> list:

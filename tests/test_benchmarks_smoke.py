@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import session_env
+
 ROOT = Path(__file__).resolve().parents[1]
 # The only cases a CPU machine may skip, each for a reason it cannot fix: no other skip passes.
 ALLOWED_SKIPS = {"tensorrt is not installed on this machine", "CUDA graphs need a GPU"}
@@ -24,6 +26,7 @@ def test_benchmarks_run_once_each():
             "no:cacheprovider",
         ],
         cwd=ROOT,
+        env=session_env(),
         capture_output=True,
         text=True,
         timeout=900,
