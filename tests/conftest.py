@@ -44,6 +44,22 @@ def write_images(folder, n: int, size=(40, 36), seed: int = 0, ext: str = "png")
 
 
 @pytest.fixture
+def aot_eager(monkeypatch):
+    """`nn.Module.compile` (what --compile calls) with the aot_eager backend: Dynamo and AOTAutograd as
+    --compile runs them (fullgraph, the joint graph, its backward) without Inductor's C++ code
+    generation, which costs a quarter of a minute per graph on a CPU (tests/test_compile.py tests
+    Inductor itself)."""
+    compile_ = torch.nn.Module.compile
+
+    def compile_aot_eager(self, *args, **kwargs):
+        return compile_(self, *args, **{**kwargs, "backend": "aot_eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_aot_eager)
+    yield
+    torch._dynamo.reset()  # a fresh process's compile caches, as each `fastcycle train` has
+
+
+@pytest.fixture
 def dataset(tmp_path):
     """A tiny unpaired dataset in the reference layout: 6 A and 5 B images, 2 test images each."""
     root = tmp_path / "data"

@@ -245,17 +245,12 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def cpu_user(monkeypatch):
+def cpu_user(monkeypatch, request):
     """The environment of a user's process: Triton's CPU interpreter off (conftest turns it on) and,
     for --compile, the aot_eager backend (see the module docstring)."""
     if not CUDA:
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        compile_ = torch.nn.Module.compile
-
-        def aot_eager(self, *args, **kwargs):
-            return compile_(self, *args, **{**kwargs, "backend": "aot_eager"})
-
-        monkeypatch.setattr(torch.nn.Module, "compile", aot_eager)
+        request.getfixturevalue("aot_eager")
     yield
     torch._dynamo.reset()  # a fresh process's compile caches, as each `fastcycle train` has
 

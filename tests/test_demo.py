@@ -12,6 +12,7 @@ from fastcycle.data import demo as demo_data
 from fastcycle.presets import demo
 from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
+from tests.learning import assert_within
 
 CPU = torch.device("cpu")
 
@@ -36,23 +37,33 @@ def test_f_is_a_strong_monotone_colour_grade():
     assert out[128, 0] > 170 and abs(out[128, 1] - 128) <= 1 and out[128, 2] < 70  # warm: R up, B down
 
 
-@pytest.mark.slow
-def test_a_short_demo_run_beats_doing_nothing(tmp_path):
-    # The demo preset (identity loss on, as in the paper) with a 198-step schedule (5 epochs + 4 of
-    # decay) instead of 792, and no EMA: an EMA of decay 0.99 averages the last ~100 steps, which in so
-    # short a run still include the untrained weights. About 1.5 minutes on 2 cores.
-    overrides = dict(out=str(tmp_path / "run"), n_epochs=5, n_epochs_decay=4, ema_decay=0.0, sample_every=0)
+def short_demo_run(out: Path, seed: int = 0) -> dict[str, float]:
+    """The demo preset (identity loss on, as in the paper) with a 198-step schedule (5 epochs + 4 of
+    decay) instead of 792, and no EMA (an EMA of decay 0.99 averages the last ~100 steps, which in so
+    short a run still include the untrained weights), at `seed`: the held-out PSNR against f of the
+    input itself (doing nothing, 17.0 dB), of the untrained generator and of the trained one."""
+    overrides = dict(out=str(out), n_epochs=5, n_epochs_decay=4, ema_decay=0.0, sample_every=0, seed=seed)
     cfg = apply_overrides(demo(), overrides)
     translated, untranslated = train(cfg).demo_psnr
-
     untrained = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
-    before, _ = demo_data.evaluate(untrained.generator("AtoB"), Path(tmp_path / "run" / "demo_data"), CPU)
-    # Doing nothing scores the untranslated baseline (17.0 dB); an untrained generator far less. The
-    # short run must clear the baseline by `margin` dB (the full demo's bar), which neither can.
-    margin = 3.0
-    assert untranslated == pytest.approx(17.0, abs=0.1)
-    assert before < untranslated
-    assert translated >= untranslated + margin, (translated, untranslated)
+    before, _ = demo_data.evaluate(untrained.generator("AtoB"), out / "demo_data", CPU)
+    return {
+        "untranslated_db": untranslated,
+        "gain_db": translated - untranslated,
+        "untrained_gain_db": before - untranslated,
+    }
+
+
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# 3.5-5.7 dB above doing nothing (sd 0.57); an untrained generator scores 6.8 dB below it. The bound lies
+# 2 sd beyond the worst of those runs and 2 dB clear of doing nothing.
+DEMO_BOUNDS = {"untranslated_db": ("~", 17.0), "gain_db": (">=", 2.0), "untrained_gain_db": ("<", 0.0)}
+
+
+@pytest.mark.slow
+def test_a_short_demo_run_beats_doing_nothing(tmp_path):
+    # About 1 minute on 2 cores.
+    assert_within(short_demo_run(tmp_path / "run"), DEMO_BOUNDS)
 
 
 @pytest.mark.parametrize("netG", ["unet_128", "unet_256"])

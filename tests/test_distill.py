@@ -37,6 +37,7 @@ from fastcycle.train.distill.report import REPORT_NAME, build_report, format_rep
 from fastcycle.train.distill.teacher import read_teacher, student_config
 from fastcycle.train.families import build_model
 from fastcycle.trained import load_generator
+from tests.learning import assert_within
 from tests.test_train import tiny
 from tests.toy_data import _blobs
 
@@ -56,14 +57,17 @@ def write_blobs(folder: Path, n: int, seed: int, size: int = 36) -> Path:
     return folder
 
 
+def train_teacher(root: Path, seed: int = 0) -> SimpleNamespace:
+    """A tiny CycleGAN after 24 steps, on 24 + 24 training and 8 held-out (testA) blob images."""
+    for name, n, data_seed in (("trainA", 24, 1), ("trainB", 24, 2), ("testA", 8, 3)):
+        write_blobs(root / "data" / name, n, data_seed)
+    train(tiny(data=str(root / "data"), out=str(root / "teacher"), seed=seed, **TEACHER))
+    return SimpleNamespace(root=root, run=root / "teacher", data=root / "data")
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    """A tiny CycleGAN after 24 steps, on 24 + 24 training and 8 held-out (testA) blob images."""
-    root = tmp_path_factory.mktemp("distill")
-    for name, n, seed in (("trainA", 24, 1), ("trainB", 24, 2), ("testA", 8, 3)):
-        write_blobs(root / "data" / name, n, seed)
-    train(tiny(data=str(root / "data"), out=str(root / "teacher"), **TEACHER))
-    return SimpleNamespace(root=root, run=root / "teacher", data=root / "data")
+    return train_teacher(tmp_path_factory.mktemp("distill"))
 
 
 def distill(teacher_run: Path, out: Path, direction: str | None = "AtoB", **overrides):
@@ -79,18 +83,28 @@ def _psnr_vs_teacher(student: torch.nn.Module, teacher: torch.nn.Module, run: Pa
     return psnr(s, t).mean().item()
 
 
-def test_the_student_learns_the_teacher_on_held_out_images(teacher, tmp_path):
-    cfg, result = distill(teacher.run, tmp_path / "student", max_steps=80)
+def student_learns(teacher: SimpleNamespace, out: Path, seed: int = 0) -> dict[str, float]:
+    """An 80-step student of `teacher` at `seed`: its PSNR against the teacher on the held-out images,
+    an untrained student's, and the logged L1 to the teacher at the end over its value at step 5."""
+    cfg, result = distill(teacher.run, out, max_steps=80, seed=seed)
     assert [k for k in result.losses[-1] if k.startswith("G_")] == ["G_recon", "G_distill"]
     T = load_generator(teacher.run, "AtoB")
-    trained = _psnr_vs_teacher(load_generator(tmp_path / "student"), T, tmp_path / "student")
-    untrained = _psnr_vs_teacher(build_model(cfg, CPU, FP32).generator().eval(), T, tmp_path / "student")
-    # Measured on testA (8 images), teacher and student seeds 0-4 (--seed for both): trained 27.6-31.7 dB,
-    # untrained 8.4-11.0 dB. 22 dB leaves 5 dB below the lowest seed for other CPUs' rounding (it
-    # changes a run like another seed does) and is 11 dB out of an untrained student's reach.
-    assert untrained < 14 and trained > 22, (trained, untrained)
-    # The logged L1 to the teacher fell to 0.20-0.30 of its value at step 5 (same seeds).
-    assert result.losses[-1]["G_recon"] < 0.4 * result.losses[0]["G_recon"]
+    return {
+        "trained_db": _psnr_vs_teacher(load_generator(out), T, out),
+        "untrained_db": _psnr_vs_teacher(build_model(cfg, CPU, FP32).generator().eval(), T, out),
+        "recon_ratio": result.losses[-1]["G_recon"] / result.losses[0]["G_recon"],
+    }
+
+
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# trained 25.4-32.6 dB (sd 1.8), untrained 8.3-11.1 dB (sd 1.0), ratio 0.12-0.43 (sd 0.075), where a
+# student that does not learn stays near 1. Each bound lies 2 sd or more beyond the worst of those runs.
+STUDENT_BOUNDS = {"trained_db": (">", 21.5), "untrained_db": ("<", 14.0), "recon_ratio": ("<", 0.6)}
+
+
+def test_the_student_learns_the_teacher_on_held_out_images(teacher, tmp_path):
+    measured = student_learns(teacher, tmp_path / "student")
+    assert_within(measured, STUDENT_BOUNDS)
     grid = Image.open(next((tmp_path / "student" / "samples").glob("*.png")))
     assert grid.size == (4 * 32, 4 * 32)  # input | teacher | student | difference, one row per image
 
