@@ -21,6 +21,20 @@ if WORKERS > 1:
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
+def _inductor_cpu_without_simd() -> None:
+    """Inductor's C++ (CPU) backend without explicit SIMD, here and in the processes tests start: the
+    same graphs, lowering, scheduling and wrapper code, at about 60% of the time per graph on 2 cores,
+    as the vectorised kernels are the heavy part to generate and build. test_export_aoti.py builds its
+    packages vectorised, as a CPU deployment runs them; the GPU's Triton code is untouched by this."""
+    import torch._inductor.config as inductor_config  # after TRITON_INTERPRET: Inductor imports Triton
+
+    os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
+    inductor_config.cpp.vec_isa_ok = {"0": False, "1": True}.get(os.environ["TORCHINDUCTOR_VEC_ISA_OK"])
+
+
+_inductor_cpu_without_simd()
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

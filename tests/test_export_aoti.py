@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
 from fastcycle.errors import UserError
@@ -37,8 +38,10 @@ def _export(tmp_path_factory, **kw) -> SimpleNamespace:
     )
     net.train()
     path = tmp_path_factory.mktemp("aoti") / "G_AB.pt2"
-    # A batch-1 example: export_aoti must not let torch.export specialise the batch to 1.
-    out = export_aoti(net, path, example=torch.zeros(1, 3, 32, 32), max_batch=MAX_BATCH, **kw)
+    # A batch-1 example: export_aoti must not let torch.export specialise the batch to 1. Vectorised C++,
+    # as a CPU deployment builds it (tests/conftest.py turns SIMD off for the suite's other compiles).
+    with inductor_config.patch({"cpp.vec_isa_ok": None}):
+        out = export_aoti(net, path, example=torch.zeros(1, 3, 32, 32), max_batch=MAX_BATCH, **kw)
     return SimpleNamespace(path=out, net=net, training_after=net.training)
 
 
