@@ -9,7 +9,7 @@ are that copy again, so the case's own timings show how steady the memory system
 
 import torch
 
-from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, environment, rounds, synchronize
 
 
 def test_ceilings(benchmark, ceilings):
@@ -21,7 +21,7 @@ def test_ceilings(benchmark, ceilings):
         synchronize()
 
     copy()
-    benchmark.pedantic(copy, rounds=3 if SMOKE else 20, iterations=1)
+    benchmark.pedantic(copy, rounds=rounds(20), iterations=1)
     info = {"copy_bytes": 2 * src.numel(), "env": environment(), **ceilings}
     stats = getattr(benchmark, "stats", None)
     if stats:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import budget
-from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, rounds, synchronize
 from fastcycle.models import build_generator
 from fastcycle.train.flops import peak_flops
 
@@ -110,7 +110,7 @@ def test_infer(benchmark, generator, runners, tmp_path, provider, batch):
 
     for _ in range(3):  # compile, autotune, CUDA-graph capture, allocator warm-up
         once()
-    benchmark.pedantic(once, rounds=3 if SMOKE else 100, iterations=1)
+    benchmark.pedantic(once, rounds=rounds(100), iterations=1)
     info = {"provider": provider, "batch": batch, "size": SIZE, "flops_per_image": flops, **runner_info}
     info["env"] = environment()
     stats = getattr(benchmark, "stats", None)

@@ -14,7 +14,7 @@ GB/s compares useful work: a provider that makes extra passes shows as a lower f
 import pytest
 import torch
 
-from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, rounds, synchronize
 from fastcycle.kernels.instance_norm import instance_norm, instance_norm_reference
 from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 
@@ -60,7 +60,7 @@ def _run(benchmark, fn, inputs, mode):
 
     for _ in range(3):  # compile, autotune, allocator warm-up outside the timed rounds
         step()
-    benchmark.pedantic(step, rounds=5 if SMOKE else 50, iterations=1)
+    benchmark.pedantic(step, rounds=rounds(50), iterations=1)
     stats = getattr(benchmark, "stats", None)
     return stats.stats.median if stats else None
 

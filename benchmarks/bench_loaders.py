@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.conftest import DEVICE, SMOKE, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, environment, rounds, synchronize
 from fastcycle.config import DataConfig, apply_overrides
 from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.loader import build_loader
@@ -93,7 +93,7 @@ def test_loader(benchmark, jpeg_folders, tmp_path, name, workers):
         synchronize()  # every loader's last copy or kernel is queued on the current stream
 
     pull()  # worker start-up, DALI's first batches, allocator warm-up
-    benchmark.pedantic(pull, rounds=3 if SMOKE else 10, iterations=1)
+    benchmark.pedantic(pull, rounds=rounds(10), iterations=1)
     seconds = _median(benchmark)
     info = {"loader": name, "workers": workers, "batch": BATCH, "load_size": LOAD, "crop_size": CROP}
     info |= {"images_per_domain": IMAGES, "setup_s": setup_s, "env": environment()}
@@ -130,7 +130,7 @@ def test_train_step(benchmark, jpeg_folders, tmp_path, name, workers):
         synchronize()
 
     steps()  # cuDNN autotuning, allocator and loader warm-up
-    benchmark.pedantic(steps, rounds=2 if SMOKE else 5, iterations=1)
+    benchmark.pedantic(steps, rounds=rounds(5), iterations=1)
     seconds = _median(benchmark)
     info = {"loader": name, "workers": workers, "batch": BATCH, "crop_size": CROP, "env": environment()}
     if seconds:

@@ -30,7 +30,7 @@ import itertools
 import pytest
 import torch
 
-from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, synchronize
+from benchmarks.conftest import DEVICE, SMOKE, compile_options, environment, rounds, synchronize
 from fastcycle.config import apply_overrides
 from fastcycle.losses import gan_loss, l1
 from fastcycle.pool import ImagePool
@@ -149,10 +149,11 @@ def test_train_step(benchmark, ceilings, name):
             model.train_step(real_A, real_B)
         synchronize()
 
-    steps()  # cuDNN autotuning, compilation, CUDA-graph capture, allocator warm-up
+    if not SMOKE:  # a smoke run's one round may include these: it times nothing worth keeping
+        steps()  # cuDNN autotuning, compilation, CUDA-graph capture, allocator warm-up
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    benchmark.pedantic(steps, rounds=2 if SMOKE else 10, iterations=1)
+    benchmark.pedantic(steps, rounds=rounds(10), iterations=1)
     flops = _flops()
     info = {"case": name, "batch": batch, "size": SIZE, "flops_per_pair": flops, "env": environment()}
     info |= {"amp": cfg.runtime.amp, "channels_last": cfg.runtime.channels_last, "kernels": case[5]}
@@ -230,7 +231,7 @@ def test_family_step(benchmark, name):
     steps()
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    benchmark.pedantic(steps, rounds=2 if SMOKE else 10, iterations=1)
+    benchmark.pedantic(steps, rounds=rounds(10), iterations=1)
     info = {"case": name, "model": cfg.model.model, "netG": cfg.model.netG, "batch": batch, "size": size}
     info |= {"flops_per_pair" if preset != "dcgan" else "flops_per_image": flops, "env": environment()}
     if DEVICE.type == "cuda":

@@ -24,6 +24,12 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SMOKE = DEVICE.type != "cuda"
 
 
+def rounds(gpu_rounds: int) -> int:
+    """Timed rounds of a case: `gpu_rounds` on a GPU; one in a CPU smoke run, which checks that each
+    case runs and times nothing worth keeping."""
+    return 1 if SMOKE else gpu_rounds
+
+
 def compile_options(**gpu_options) -> dict:
     """torch.compile's keyword arguments for a case: `gpu_options` (a mode) on a GPU; in a CPU smoke run,
     Dynamo's eager backend. The smoke run checks that each case's code runs, which tracing does in
