@@ -8,7 +8,7 @@ from fastcycle.errors import UserError
 from fastcycle.models import build_discriminator, build_generator
 from fastcycle.models.norms import get_norm_layer
 from tests import reference
-from tests.tolerance import network_atol
+from tests.tolerance import assert_close_in_net, network_atol
 
 CASES = [  # (facts entry, builder, kwargs, oracle)
     (
@@ -94,8 +94,7 @@ def test_reference_weights_load_and_match(name, build, kw, oracle):
         got, want = net(x), oracle(sd, x)
     # fp32 on both sides; the two differ in the order of their sums only (eval-mode instance norm runs
     # torch's group-norm kernel, the oracle instance_norm's): tests/tolerance.py.
-    tol = network_atol(net, x, want.numel())
-    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    assert_close_in_net(got, want, net, x)
 
 
 @pytest.mark.parametrize(("name", "build", "kw", "oracle"), CASES, ids=IDS)
@@ -110,8 +109,7 @@ def test_fastcycle_weights_run_in_reference(name, build, kw, oracle, tmp_path):
     x = torch.rand(1, 3, size, size) * 2 - 1
     with torch.no_grad():
         got, want = oracle(sd, x), net(x)
-    tol = network_atol(net, x, want.numel())  # as above: summation order only
-    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    assert_close_in_net(got, want, net, x)  # as above: summation order only
 
 
 def test_old_reference_instance_norm_statistics_are_dropped():
@@ -127,8 +125,7 @@ def test_old_reference_instance_norm_statistics_are_dropped():
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         got, want = net(x), reference.resnet_generator(sd, x, 6)
-    tol = network_atol(net, x, want.numel())  # summation order only
-    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    assert_close_in_net(got, want, net, x)  # summation order only
 
 
 def test_wrong_architecture_is_one_clear_error():
