@@ -23,6 +23,16 @@ def holds(value: float, bound: tuple[str, float]) -> bool:
     return abs(value - limit) <= 0.1 if op == "~" else OPS[op](value, limit)
 
 
+def shortfall(value: float, bound: tuple[str, float]) -> float:
+    """How poorly `value` fares against `bound`'s direction: larger for a smaller value under > or >=,
+    a larger one under < or <=, one farther from the value under ~. The worst of several values is
+    max(values, key=lambda v: shortfall(v, bound))."""
+    op, limit = bound
+    if op == "~":
+        return abs(value - limit)
+    return -value if op in (">", ">=") else value
+
+
 def assert_within(measured: dict[str, float], bounds: dict[str, tuple[str, float]]) -> None:
     """Every bounded metric holds; the message names each that does not, with all the values."""
     failed = [

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from tests.learning import holds
+from tests.learning import holds, shortfall
 from tests.test_demo import DEMO_BOUNDS, short_demo_run
 from tests.test_distill import STUDENT_BOUNDS, student_learns, train_teacher
 from tests.test_families import (
@@ -83,12 +83,8 @@ def table(rows: list[dict]) -> str:
             values = [r[metric] for r in mine if metric in r]
             if not values:
                 continue
-            larger_is_better = op in (">", ">=")
-            worst = min(values) if larger_is_better else max(values)
-            best = max(values) if larger_is_better else min(values)
-            if op == "~":
-                worst = max(values, key=lambda v: abs(v - limit))
-                best = min(values, key=lambda v: abs(v - limit))
+            ranked = sorted(values, key=lambda v: shortfall(v, (op, limit)))
+            best, worst = ranked[0], ranked[-1]
             ok = all(holds(v, (op, limit)) for v in values)
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             cells = (run, metric, len(values), f"{statistics.mean(values):.4g}", f"{sd:.2g}")
