@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The installed package is spread over three folders (pyproject's package-dir).
+# The installed package is spread over three folders (setup.py's package_dir).
 PACKAGES = {
     "fastcycle": ROOT / "fastcycle",
     "fastcycle.kernels": ROOT / "kernels",
