@@ -62,15 +62,9 @@ class MobileResnetBlock(nn.Module):
 
 
 class MobileResnetGenerator(ResnetGenerator):
-    """c7s1-ngf, d2ngf, d4ngf, n_blocks x mobile R4ngf, u2ngf, ungf, c7s1-3, tanh; H and W multiples of 4."""
+    """c7s1-ngf, d2ngf, d4ngf, n_blocks x mobile R4ngf, u2ngf, ungf, c7s1-3, tanh; H and W multiples of 4.
 
-    def __init__(
-        self,
-        input_nc: int = 3,
-        output_nc: int = 3,
-        ngf: int = 64,
-        norm: str = "instance",
-        dropout: bool = False,
-        n_blocks: int = 9,
-    ):
-        super().__init__(input_nc, output_nc, ngf, norm, dropout, n_blocks, "torch", MobileResnetBlock)
+    ResnetGenerator's arguments (input_nc, output_nc, ngf, norm, dropout, n_blocks), on torch layers."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs, kernels="torch", block=MobileResnetBlock)
