@@ -5,10 +5,10 @@
 
 Providers: eager fp32; eager bf16 channels-last; torch.compile (max-autotune: Triton GEMM autotuning
 and CUDA graphs); AOTInductor; ONNX Runtime (CUDA execution provider with IO binding on a GPU);
-TensorRT fp16 where `tensorrt` is installed (never here: see README). Each round is one batch,
-device-synchronised; extra_info has `images_per_s` (median), p50/p99 latency in ms, and MFU against
-the dense bf16 peak of the GPU it ran on (fastcycle.train.flops.PEAK_BF16; null where unknown), with
-the FLOPs counted by torch's FlopCounterMode on the generator itself.
+TensorRT fp16 where `tensorrt` is installed (never here: see docs/translation-and-export.md). Each
+round is one batch, device-synchronised; extra_info has `images_per_s` (median), p50/p99 latency in
+ms, and MFU against the dense bf16 peak of the GPU it ran on (fastcycle.train.flops.PEAK_BF16; null
+where unknown), with the FLOPs counted by torch's FlopCounterMode on the generator itself.
 """
 
 import pytest

@@ -54,7 +54,7 @@ def short_demo_run(out: Path, seed: int = 0) -> dict[str, float]:
     }
 
 
-# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; docs/testing.md):
 # 3.6-5.6 dB above doing nothing (sd 0.52); an untrained generator scores 6.8 dB below it. The bound lies
 # 2 sd beyond the worst of those runs and 2 dB clear of doing nothing.
 DEMO_BOUNDS = {"untranslated_db": ("~", 17.0), "gain_db": (">=", 2.0), "untrained_gain_db": ("<", 0.0)}

@@ -96,7 +96,7 @@ def student_learns(teacher: SimpleNamespace, out: Path, seed: int = 0) -> dict[s
     }
 
 
-# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; docs/testing.md):
 # trained 25.4-32.6 dB (sd 1.8), untrained 8.3-11.1 dB (sd 1.0), ratio 0.12-0.43 (sd 0.075), where a
 # student that does not learn stays near 1. Each bound lies 2 sd or more beyond the worst of those runs.
 STUDENT_BOUNDS = {"trained_db": (">", 21.5), "untrained_db": ("<", 14.0), "recon_ratio": ("<", 0.6)}

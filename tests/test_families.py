@@ -138,7 +138,7 @@ def p2p_learning(p2p: SimpleNamespace) -> dict[str, float]:
     }
 
 
-# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; docs/testing.md):
 # 0.12-0.24 of an untrained generator's L1 (sd 0.04), 0.06-0.13 of the input's (sd 0.02), the logged L1
 # falling to 0.21-0.41 (sd 0.065); all three stay near 1 without learning. Each bound lies 2 sd or
 # more beyond the worst of those runs.
@@ -258,7 +258,7 @@ def dc_learning(dc: SimpleNamespace) -> dict[str, float]:
     return {"colour_ratio": near / far, "blue_before": blue_before, "blue_after": blue_after}
 
 
-# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; docs/testing.md):
 # 0.04-0.30 of the untrained distance (sd 0.07), 58-91% blue (sd 8%), where an untrained generator's
 # samples are grey (1.0, no blue). Each bound lies 2 sd or more beyond the worst of those runs.
 DC_BOUNDS = {"colour_ratio": ("<", 0.5), "blue_before": ("<", 0.01), "blue_after": (">", 0.3)}
@@ -377,7 +377,7 @@ def semi_learning(semi: SimpleNamespace, held_out: Path) -> dict[str, float]:
     return accuracy
 
 
-# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; README, "Tests"):
+# Over seeds 0-4 on AVX-512 and AVX2 kernels, one and two threads (tests/margins.py; docs/testing.md):
 # A 0.91-1.0 (sd 0.03), B 1.0 every time; chance is 0.5. The bound lies 2 sd or more below the worst.
 SEMI_BOUNDS = {"accuracy_A": (">=", 0.8), "accuracy_B": (">=", 0.8)}
 

@@ -86,7 +86,7 @@ def wrap(nets: dict[str, nn.Module], info: DistInfo, device: torch.device) -> di
 
 def sync_batchnorm(net: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     """SyncBatchNorm for --norm batch on GPUs (it has no CPU implementation; gloo runs keep per-rank
-    statistics, which the README states)."""
+    statistics, which docs/training.md states)."""
     if info.enabled and device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(net)
     return net
