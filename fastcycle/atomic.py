@@ -6,9 +6,9 @@ rename and the folder after it, so that after a power loss, too, the target is t
 new one and the rename itself is on disk. Checkpoints, exports, metrics and reports are durable: a run
 or an export cannot cheaply make them again. Images (translate's outputs, sample grids, thumbnails, the
 demo's tiles) are not (durable=False): they are many and small and a rerun makes them again, and the two
-fsyncs cost ~8 ms per 256x256 PNG on this project's ext4 disks (12-16 ms to encode and write it),
-which would cut translate's encode threads to about two thirds of their rate. They keep the rename, which is what a
-killed process (Ctrl-C, SIGKILL, a full disk) can break.
+fsyncs cost ~8 ms per 256x256 PNG on this project's ext4 disks (12-16 ms to encode and write it), which
+would cut translate's encode threads to about two thirds of their rate. Images keep the rename, which is
+what a killed process (Ctrl-C, SIGKILL) or a failed write (a full disk) would otherwise break.
 """
 
 from __future__ import annotations

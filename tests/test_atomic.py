@@ -53,7 +53,8 @@ def test_threads_write_to_one_folder_at_once(tmp_path):
     def writer(i):
         barrier.wait()  # all threads in write_atomic together, as translate's encode threads are
         for n in range(10):
-            write_atomic(tmp_path / f"{i}.txt", lambda tmp: tmp.write_text(f"{i}:{n}"), durable=False)
+            text = f"{i}:{n}"
+            write_atomic(tmp_path / f"{i}.txt", lambda tmp, text=text: tmp.write_text(text), durable=False)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
     for t in threads:
