@@ -16,14 +16,13 @@ memory. So the export records its shape contract in the package metadata (`fastc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 
 MAX_HW = 4096  # largest H and W of a dynamic_hw package (pixels)
@@ -93,21 +92,15 @@ def export_aoti(
         for m, mode in modes.items():
             m.train(mode)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Compile into a temporary file beside `path`, then rename: the C++ compile takes minutes for a full
-    # generator, and an interrupted or failed one must neither leave a truncated package that translate
-    # would try to load nor replace a good package. Same folder, so os.replace is an atomic rename.
-    # The name must end in .pt2 (aoti_compile_and_package insists); its stem becomes the archive's
-    # internal folder name, which the loader discovers, so the rename does not matter to it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.pt2", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # Compile into a temporary file beside `path`, then rename (write_atomic): the C++ compile takes minutes
+    # for a full generator, and an interrupted or failed one must neither leave a truncated package that
+    # translate would try to load nor replace a good package. The temporary name must end in .pt2
+    # (aoti_compile_and_package insists); its stem becomes the archive's internal folder name, which the
+    # loader discovers, so the rename does not matter to it.
+    def compile_to(tmp: Path) -> None:
         torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=configs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_atomic(path, compile_to, suffix=".pt2")
 
 
 def _package_metadata(path: Path) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKEND_BY_SUFFIX
 
@@ -105,24 +106,23 @@ def _export(path, out, backend, direction, device, generator_kw, max_batch, say)
             f"--backend aoti needs a package for any image size, which AOTInductor builds for the ResNet "
             f"generators only, not this {source.arch['netG']}; use --backend onnxruntime or torch"
         )
-    # Exported under a temporary name and renamed once its parity check passed (write_atomic inside
-    # run_export makes each file whole; the rename makes only a checked one findable).
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
     size = max(64, multiple)  # parity-check size: small, and a multiple of what the generator needs
-    req = ExportRequest(
-        str(path),
-        direction,
-        dynamic_hw=True,  # translate feeds every image at its own size
-        size=size,
-        batch=f"1:{min(8, max_batch)}:{max_batch}",
-        device=str(device),
-        generator_kw=generator_kw,
-        **{"onnx" if backend == "onnxruntime" else "aoti": str(tmp)},
-    )
-    try:
+
+    # Exported to write_atomic's temporary file, which is renamed to `out` only once run_export's parity
+    # check passed: a found export is a checked one. Its name ends in the backend's suffix, as `out` does.
+    def export_to(tmp: Path) -> None:
+        req = ExportRequest(
+            str(path),
+            direction,
+            dynamic_hw=True,  # translate feeds every image at its own size
+            size=size,
+            batch=f"1:{min(8, max_batch)}:{max_batch}",
+            device=str(device),
+            generator_kw=generator_kw,
+            **{"onnx" if backend == "onnxruntime" else "aoti": str(tmp)},
+        )
         run_export(req, say=lambda line: say(f"export: {line}"), source=source)
-        os.replace(tmp, out)
-        say(f"export: {out} ready; later translates of this checkpoint reuse it")
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(out, export_to, suffix=out.suffix)
+    say(f"export: {out} ready; later translates of this checkpoint reuse it")
     return out

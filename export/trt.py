@@ -8,7 +8,6 @@ point goes through `require_tensorrt()`, which turns a missing install into one 
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -56,16 +55,8 @@ def parse_batch_range(text: str) -> tuple[int, int, int]:
 
 
 def _write_atomic(path: Path, data) -> None:
-    """Write `data` (bytes or a buffer such as IHostMemory) to a temp file in the same folder, then
-    os.replace it over `path`: readers see the old file or the whole new one, never a half-written one."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the bytes do
-
-    write_atomic(path, write)
+    """Write `data`, bytes or a buffer such as TensorRT's IHostMemory, to `path` (a durable write_atomic)."""
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _io_fits(

@@ -15,13 +15,14 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 
 FORMAT = "fastcycle-checkpoint"
@@ -32,20 +33,10 @@ PREVIOUS_NAME = "checkpoint.prev.pt"  # the good checkpoint before the newest, k
 _STALE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to `path` such that `path` always holds either the old or the complete new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def atomic_save(obj: Any, path: Path, before_rename: Callable[[], object] | None = None) -> None:
+    """torch.save to `path` such that `path` always holds either the old or the complete new file, on disk
+    (a durable write_atomic); before_rename as write_atomic's."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), before_rename=before_rename)
 
 
 def safe_load(path: Path, mmap: bool = False) -> Any:
@@ -102,21 +93,13 @@ def save_checkpoint(run_dir: Path, state: dict) -> Path:
     path, previous = run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME
     payload = {"format": FORMAT, "version": VERSION, **state}
     payload["sha256"] = digest(payload)
-    tmp = run_dir / f".{CHECKPOINT_NAME}.new"
-    atomic_save(payload, tmp)  # complete and fsynced before anything good is moved
-    if path.exists():
-        os.replace(path, previous)
-    os.replace(tmp, path)
-    _fsync_dir(run_dir)
+
+    def keep_previous() -> None:  # only once the new checkpoint is whole and on disk
+        if path.exists():
+            os.replace(path, previous)
+
+    atomic_save(payload, path, before_rename=keep_previous)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the renames themselves durable
-    finally:
-        os.close(dir_fd)
 
 
 def load_checkpoint(path: Path) -> dict:

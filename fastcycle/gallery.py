@@ -53,7 +53,7 @@ def _thumbnail(src: Path, out_dir: Path, column: str, size: int) -> Path:
             small.thumbnail((size, size), Image.Resampling.LANCZOS)
     except OSError:  # unreadable or not an image: link it as it is, the browser may still show it
         return src
-    write_atomic(dst, lambda tmp: small.save(tmp, format="JPEG", quality=90))
+    write_atomic(dst, lambda tmp: small.save(tmp, format="JPEG", quality=90), durable=False)
     return dst
 
 

@@ -165,6 +165,6 @@ def test_a_non_finite_step_is_skipped_and_logged(dataset, tmp_path, capsys, monk
 def test_stale_temporary_files_do_not_stop_a_resume(dataset, tmp_path):
     out = tmp_path / "run"
     train(tiny(data=str(dataset), out=str(out), max_steps=2))
-    (out / f".{CHECKPOINT_NAME}.new").write_bytes(b"half a checkpoint")  # a kill mid-save
+    (out / f".{CHECKPOINT_NAME}.1.1.tmp").write_bytes(b"half a checkpoint")  # a kill mid-save
     resumed = train(tiny(data=str(dataset), out=str(out), max_steps=3, resume=True))
     assert resumed.step == 3 and os.path.getsize(out / CHECKPOINT_NAME) > 1000

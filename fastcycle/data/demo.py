@@ -8,9 +8,6 @@ how close a trained G_AB comes to f, against the untranslated images as the base
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fastcycle.atomic import write_folder_atomic
 from fastcycle.data.folders import list_images
 from fastcycle.data.transforms import pad_to_multiple, to_model_range, to_uint8
 from fastcycle.models import eval_mode
@@ -62,32 +60,27 @@ def build(root: Path) -> Path:
     marker = root / ".fastcycle-demo"
     if marker.exists() and marker.read_text() == VERSION:
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
-    try:
-        for d in ("trainA", "trainB", "testA", "testB"):
-            (tmp / d).mkdir()
-        for p, photo in enumerate(_photos()):
-            for r, c, tile in _tiles(photo):
-                # A lattice over the grid: neighbouring tiles go to different splits, so every split
-                # sees every photo, and no pixel is in two splits. 2/5 A, 2/5 B, 1/5 held out.
-                split = (r + 2 * c) % 5
-                name = f"p{p}_r{r:02d}_c{c:02d}.png"
-                if split < 2:
-                    Image.fromarray(tile).save(tmp / "trainA" / name)
-                elif split < 4:
-                    Image.fromarray(f(tile)).save(tmp / "trainB" / name)
-                else:
-                    Image.fromarray(tile).save(tmp / "testA" / name)
-                    Image.fromarray(f(tile)).save(tmp / "testB" / name)
-        (tmp / ".fastcycle-demo").write_text(VERSION)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+    return write_folder_atomic(root, _write_tiles)
+
+
+def _write_tiles(folder: Path) -> None:
+    """trainA/, trainB/, testA/, testB/ and, last, the version marker into `folder`."""
+    for d in ("trainA", "trainB", "testA", "testB"):
+        (folder / d).mkdir()
+    for p, photo in enumerate(_photos()):
+        for r, c, tile in _tiles(photo):
+            # A lattice over the grid: neighbouring tiles go to different splits, so every split
+            # sees every photo, and no pixel is in two splits. 2/5 A, 2/5 B, 1/5 held out.
+            split = (r + 2 * c) % 5
+            name = f"p{p}_r{r:02d}_c{c:02d}.png"
+            if split < 2:
+                Image.fromarray(tile).save(folder / "trainA" / name)
+            elif split < 4:
+                Image.fromarray(f(tile)).save(folder / "trainB" / name)
+            else:
+                Image.fromarray(tile).save(folder / "testA" / name)
+                Image.fromarray(f(tile)).save(folder / "testB" / name)
+    (folder / ".fastcycle-demo").write_text(VERSION)  # last: a folder with the marker is complete
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

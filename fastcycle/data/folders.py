@@ -51,4 +51,4 @@ def check_pixels(img: Image.Image, path: Path) -> None:
 def save_image(arr: np.ndarray, path: Path) -> None:
     """Write an (H, W, 3) uint8 image atomically: a temporary file renamed over `path` once complete."""
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    write_atomic(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt))
+    write_atomic(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt), durable=False)

@@ -18,6 +18,7 @@ from typing import TextIO
 import torch
 from tqdm import tqdm
 
+from fastcycle.atomic import write_atomic
 from fastcycle.config import TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.train.env import RunEnv
@@ -40,9 +41,8 @@ def open_metrics(path: Path, step: int) -> TextIO:
     if path.exists():
         steps = [(line, _logged_step(line)) for line in path.read_text().splitlines()]
         kept = [line for line, s in steps if s is not None and s <= step]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        text = "".join(line + "\n" for line in kept)
+        write_atomic(path, lambda tmp: tmp.write_text(text))
     return path.open("a")
 
 
