@@ -10,8 +10,8 @@ README = (ROOT / "README.md").read_text()
 
 
 def _flags(command: str) -> set[str]:
-    parser = build_parser()._subparsers._group_actions[0].choices[command]
-    return {a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"}
+    parser = build_parser().commands[command]
+    return {a.option_strings[0] for a in parser.actions if a.option_strings and a.dest != "help"}
 
 
 def test_readme_documents_every_flag():
