@@ -3,6 +3,7 @@ followed by a parity check against the PyTorch generator."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,8 @@ import torch
 
 from fastcycle.choices import DIRECTIONS
 from fastcycle.errors import UserError
+from fastcycle.export.onnx import export_onnx, metadata_for
+from fastcycle.export.parity import check_parity, parity_inputs
 
 if TYPE_CHECKING:
     from fastcycle.trained import GeneratorFile
@@ -35,6 +38,10 @@ class ExportRequest:
     generator_kw: dict | None = None  # the architecture of a reference .pth
 
 
+Say = Callable[[str], None]  # where the lines for the user go
+Inputs = list[tuple[str, torch.Tensor]]  # the parity check's (label, batch) pairs
+
+
 def _default_images(config: dict | None, checkpoint: str) -> Path | None:
     """Real images for the parity check: the run's testA (or trainA) when its dataset is at hand."""
     if not config:
@@ -47,11 +54,9 @@ def _default_images(config: dict | None, checkpoint: str) -> Path | None:
     return None
 
 
-def run_export(req: ExportRequest, say=print, source: GeneratorFile | None = None) -> list[Path]:
+def run_export(req: ExportRequest, say: Say = print, source: GeneratorFile | None = None) -> list[Path]:
     """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity.
     source: req.checkpoint already read (fastcycle.trained.read_generator_file), not to be read again."""
-    from fastcycle.export.onnx import export_onnx, metadata_for
-    from fastcycle.export.parity import check_parity, parity_inputs
     from fastcycle.runtime import resolve_device
     from fastcycle.trained import read_generator_file
 
@@ -68,79 +73,115 @@ def run_export(req: ExportRequest, say=print, source: GeneratorFile | None = Non
         source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
     net = source.generator(req.direction)  # eval, no grad
     config = source.config  # None for a reference .pth or .safetensors
+    inputs = _inputs(req, net, config)
+    written = []
+    if req.safetensors:
+        written.append(_write_safetensors(req, net, source, say))
+    onnx_path = req.onnx or (str(Path(req.trt).with_suffix(".onnx")) if req.trt else None)
+    if onnx_path:
+        written.append(_write_onnx(req, net, onnx_path, config, inputs, device, say))
+    if req.trt:
+        written.append(_write_trt(req, net, onnx_path, inputs, device, say))
+    if req.aoti:
+        written.append(_write_aoti(req, net, config, inputs, device, say))
+    return written
+
+
+def _inputs(req: ExportRequest, net: torch.nn.Module, config: dict | None) -> Inputs:
+    """The parity check's inputs: noise for a DCGAN generator, else images at req.size.
+    UserError for what this generator cannot be exported as."""
     nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images
     if nz:
         if req.trt or req.aoti or req.dynamic_hw:
             raise UserError("a DCGAN generator exports to --onnx or --safetensors (noise in, 64x64 out) only")
         g = torch.Generator().manual_seed(0)
-        inputs = [("random noise", torch.randn(8, nz, 1, 1, generator=g))]
-    else:
-        multiple = getattr(net, "size_multiple", 4)
-        if req.size % multiple:
-            raise UserError(
-                f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
-            )
-        if req.aoti and req.dynamic_hw and multiple != 4:
-            raise UserError(
-                f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
-                "at a fixed --size, or use --onnx --dynamic-hw"
-            )
-        inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
-    written = []
-    if req.safetensors:
-        from fastcycle.trained import load_generator, save_generator
-
-        path = save_generator(net, req.safetensors, source.arch, req.direction)
-        written.append(path)
-        back = load_generator(path).state_dict().values()
-        same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back, strict=True))
-        if not same:
-            raise UserError(f"{path} does not read back as the weights written; please report it")
-        say(f"wrote {path} (safetensors weights, read back identical)")
-    onnx_path = req.onnx or (str(Path(req.trt).with_suffix(".onnx")) if req.trt else None)
-    if onnx_path:
-        from fastcycle.export.ort import OrtRunner
-
-        meta = metadata_for(config, req.direction)
-        path = export_onnx(
-            net, onnx_path, fp16=req.fp16, dynamic_hw=req.dynamic_hw, size=req.size, metadata=meta
+        return [("random noise", torch.randn(8, nz, 1, 1, generator=g))]
+    multiple = getattr(net, "size_multiple", 4)
+    if req.size % multiple:
+        raise UserError(
+            f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
         )
-        written.append(path)
-        say(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-        say(check_parity(net, OrtRunner(path, device), inputs, "fp16" if req.fp16 else "fp32", "onnxruntime"))
-    if req.trt:
-        from fastcycle.export.trt import TrtRunner, build_engine, parse_batch_range
-
-        batch = parse_batch_range(req.batch)
-        cache = req.timing_cache or str(Path(req.trt).with_suffix(".timing-cache"))
-        path = build_engine(
-            onnx_path,
-            req.trt,
-            precision=req.trt_precision,
-            batch=batch,
-            hw=(req.size, req.size),
-            timing_cache=cache,
+    if req.aoti and req.dynamic_hw and multiple != 4:
+        raise UserError(
+            f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
+            "at a fixed --size, or use --onnx --dynamic-hw"
         )
-        written.append(path)
-        say(f"wrote {path} (batch {batch[0]}..{batch[2]}, {req.trt_precision}; timing cache {cache})")
-        trt_inputs = [(label, x[: batch[2]]) for label, x in inputs]
-        say(check_parity(net, TrtRunner(path, device), trt_inputs, req.trt_precision, "tensorrt"))
-    if req.aoti:
-        from fastcycle.export.aoti import AotiRunner, export_aoti
-        from fastcycle.export.trt import parse_batch_range  # generic MIN:OPT:MAX parsing, no TensorRT
+    return parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
 
-        max_batch = parse_batch_range(req.batch)[2]
-        example = torch.zeros(2, 3, req.size, req.size, device=device)
-        meta = metadata_for(config, req.direction)
-        path = export_aoti(
-            net.to(device),
-            req.aoti,
-            example=example,
-            max_batch=max_batch,
-            dynamic_hw=req.dynamic_hw,
-            metadata=meta,
-        )
-        written.append(path)
-        say(f"wrote {path} (AOTInductor, {device}, batch 1..{max_batch})")
-        say(check_parity(net, AotiRunner(path, device), inputs, "fp32", "aoti"))
-    return written
+
+def _write_safetensors(req: ExportRequest, net: torch.nn.Module, source: GeneratorFile, say: Say) -> Path:
+    from fastcycle.trained import load_generator, save_generator
+
+    path = save_generator(net, req.safetensors, source.arch, req.direction)
+    back = load_generator(path).state_dict().values()
+    same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back, strict=True))
+    if not same:
+        raise UserError(f"{path} does not read back as the weights written; please report it")
+    say(f"wrote {path} (safetensors weights, read back identical)")
+    return path
+
+
+def _write_onnx(
+    req: ExportRequest,
+    net: torch.nn.Module,
+    onnx_path: str,
+    config: dict | None,
+    inputs: Inputs,
+    device: torch.device,
+    say: Say,
+) -> Path:
+    from fastcycle.export.ort import OrtRunner
+
+    meta = metadata_for(config, req.direction)
+    path = export_onnx(net, onnx_path, fp16=req.fp16, dynamic_hw=req.dynamic_hw, size=req.size, metadata=meta)
+    say(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    say(check_parity(net, OrtRunner(path, device), inputs, "fp16" if req.fp16 else "fp32", "onnxruntime"))
+    return path
+
+
+def _write_trt(
+    req: ExportRequest, net: torch.nn.Module, onnx_path: str, inputs: Inputs, device: torch.device, say: Say
+) -> Path:
+    from fastcycle.export.trt import TrtRunner, build_engine, parse_batch_range
+
+    batch = parse_batch_range(req.batch)
+    cache = req.timing_cache or str(Path(req.trt).with_suffix(".timing-cache"))
+    path = build_engine(
+        onnx_path,
+        req.trt,
+        precision=req.trt_precision,
+        batch=batch,
+        hw=(req.size, req.size),
+        timing_cache=cache,
+    )
+    say(f"wrote {path} (batch {batch[0]}..{batch[2]}, {req.trt_precision}; timing cache {cache})")
+    trt_inputs = [(label, x[: batch[2]]) for label, x in inputs]
+    say(check_parity(net, TrtRunner(path, device), trt_inputs, req.trt_precision, "tensorrt"))
+    return path
+
+
+def _write_aoti(
+    req: ExportRequest,
+    net: torch.nn.Module,
+    config: dict | None,
+    inputs: Inputs,
+    device: torch.device,
+    say: Say,
+) -> Path:
+    from fastcycle.export.aoti import AotiRunner, export_aoti
+    from fastcycle.export.trt import parse_batch_range  # generic MIN:OPT:MAX parsing, no TensorRT
+
+    max_batch = parse_batch_range(req.batch)[2]
+    example = torch.zeros(2, 3, req.size, req.size, device=device)
+    meta = metadata_for(config, req.direction)
+    path = export_aoti(
+        net.to(device),
+        req.aoti,
+        example=example,
+        max_batch=max_batch,
+        dynamic_hw=req.dynamic_hw,
+        metadata=meta,
+    )
+    say(f"wrote {path} (AOTInductor, {device}, batch 1..{max_batch})")
+    say(check_parity(net, AotiRunner(path, device), inputs, "fp32", "aoti"))
+    return path

@@ -6,10 +6,12 @@ it runs."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import sys
+from typing import Any
 
-from fastcycle.choices import DIRECTIONS, GENERATORS, KERNEL_CHOICES, NORMS
+from fastcycle.choices import DIRECTIONS, GENERATORS, NORMS
 from fastcycle.config import ModelConfig, TrainConfig, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKENDS
@@ -17,8 +19,31 @@ from fastcycle.presets import MODEL_PRESETS, PRESETS
 
 
 class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line, and which keeps what it declares: `commands`, each subcommand's
+    parser by name, and `actions`, every flag declared on it (argparse lists neither publicly)."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        self.commands: dict[str, _Parser] = {}
+        self.actions: list[argparse.Action] = []  # before super().__init__, which declares --help
+        super().__init__(*args, **kw)
+
+    def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
+        self.actions.append(action := super().add_argument(*args, **kw))
+        return action
+
     def error(self, message: str):  # one line instead of usage + message
         raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+class _Group:
+    """An argument group of `parser` (a heading in its --help) whose flags go to `parser.actions` too."""
+
+    def __init__(self, parser: _Parser, title: str):
+        self.parser, self.group = parser, parser.add_argument_group(title)
+
+    def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
+        self.parser.actions.append(action := self.group.add_argument(*args, **kw))
+        return action
 
 
 class _SwitchOrMode(argparse.Action):
@@ -41,9 +66,9 @@ class _SwitchOrMode(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
-def _train_parser(sub) -> argparse.ArgumentParser:
+def _train_parser(sub: Any, name: str) -> _Parser:
     p = sub.add_parser(
-        "train",
+        name,
         help="train a CycleGAN, pix2pix or DCGAN (no --data: the built-in CycleGAN demo)",
         description="Train a model. Flags are the reference's options in kebab-case.",
     )
@@ -54,14 +79,14 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         help="starting configuration (default: --model's own, i.e. pix2pix or dcgan; for CycleGAN demo "
         "without --data, cyclegan with it)",
     )
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups: dict[str, _Group] = {}
     for name, (section, f) in field_index().items():
         if section != "distill":  # `fastcycle distill`'s
-            _config_flag(groups.setdefault(section, p.add_argument_group(section)), name, f)
+            _config_flag(groups.setdefault(section, _Group(p, section)), name, f)
     return p
 
 
-def _config_flag(g: argparse._ArgumentGroup, name: str, f, default: str | None = None) -> None:
+def _config_flag(g: _Group, name: str, f: dataclasses.Field, default: str | None = None) -> None:
     """The flag of config field `name` (default SUPPRESS: only what the user gives overrides)."""
     help = f"{f.metadata['help']} (default: {f.default if default is None else default})"
     kw = dict(default=argparse.SUPPRESS, help=help)
@@ -75,33 +100,40 @@ def _config_flag(g: argparse._ArgumentGroup, name: str, f, default: str | None =
         g.add_argument(flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw)
 
 
-# `fastcycle distill`'s config flags; the rest of a student's config comes from its teacher.
-DISTILL_FLAGS = (
-    ("student", ("netG", "ngf", "lambda_recon", "lambda_distill", "lambda_gan")),
-    ("schedule", ("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay")),
-    ("data", ("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader")),
-    ("loader", ("prefetch", "cache_budget_gb")),
-    ("runtime", ("device", "amp", "amp_dtype", "channels_last", "compile", "kernels", "seed")),
-    ("run", ("name", "out", "resume", "max_steps", "log_every", "sample_every", "save_every", "tensorboard")),
-)
-_FROM_TEACHER = {
+def _device_flags(p: _Parser, kernels: bool, device_use: str = "") -> None:
+    """--device, and with `kernels` --kernels, of a command that runs a trained generator: training's
+    default, choices and help (RuntimeConfig's), so each flag means the same in every command.
+    device_use: what the device is for besides running the generator."""
+    index = field_index()
+    d, k = index["device"][1], index["kernels"][1]
+    p.add_argument(
+        "--device", default=d.default, help=d.metadata["help"] + (f" ({device_use})" if device_use else "")
+    )
+    if kernels:
+        p.add_argument("--kernels", default=k.default, choices=k.metadata["choices"], help=k.metadata["help"])
+
+
+# `fastcycle distill`'s config flags by heading; the rest of a student's config comes from its teacher.
+DISTILL_FLAGS = {
+    "student": ("netG", "ngf", "lambda_recon", "lambda_distill", "lambda_gan"),
+    "schedule": ("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"),
+    "data": ("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader"),
+    "loader": ("prefetch", "cache_budget_gb"),
+    "runtime": ("device", "amp", "amp_dtype", "channels_last", "compile", "kernels", "seed"),
+    "run": ("name", "out", "resume", "max_steps", "log_every", "sample_every", "save_every", "tensorboard"),
+}
+_TEACHERS = (*DISTILL_FLAGS["schedule"], *DISTILL_FLAGS["data"], *DISTILL_FLAGS["loader"])
+_FROM_TEACHER = {  # the flags whose default the student takes from its teacher
     "netG": "the mobile ResNet with the teacher's blocks for a ResNet teacher, else the teacher's",
     "ngf": "half the teacher's",
     "name": "<teacher folder>_student",
-    **dict.fromkeys(
-        (
-            *("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"),
-            *("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader"),
-            *("prefetch", "cache_budget_gb", "log_every", "sample_every", "save_every"),
-        ),
-        "the teacher's",
-    ),
+    **dict.fromkeys((*_TEACHERS, "log_every", "sample_every", "save_every"), "the teacher's"),
 }
 
 
-def _distill_parser(sub) -> argparse.ArgumentParser:
+def _distill_parser(sub: Any, name: str) -> _Parser:
     p = sub.add_parser(
-        "distill",
+        name,
         help="train a smaller student generator to reproduce a trained one (GAN Compression's distillation)",
         description="Distil a trained generator into a cheaper one on the teacher's own training images, "
         "then report both generators' cost, speed and the student's quality against the teacher.",
@@ -117,15 +149,15 @@ def _distill_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--report-size", type=int, default=256, help="image side at which the report times both")
     index = field_index()
-    for title, names in DISTILL_FLAGS:
-        g = p.add_argument_group(title)
+    for title, names in DISTILL_FLAGS.items():
+        g = _Group(p, title)
         for name in names:
             _config_flag(g, name, index[name][1], _FROM_TEACHER.get(name))
     return p
 
 
-def _translate_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("translate", help="translate a folder of images with a trained generator")
+def _translate_parser(sub: Any, name: str) -> _Parser:
+    p = sub.add_parser(name, help="translate a folder of images with a trained generator")
     p.add_argument(
         "--checkpoint",
         required=True,
@@ -142,7 +174,7 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for the translations (PNG, same relative names)")
     p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
-    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
+    _device_flags(p, kernels=True)
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
     p.add_argument(
@@ -150,18 +182,12 @@ def _translate_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="also write <output>/index.html: input | output (| reconstruction for CycleGAN) thumbnails",
     )
-    p.add_argument(
-        "--kernels",
-        default="auto",
-        choices=KERNEL_CHOICES,
-        help="generator layers: triton (fused kernels) or torch; auto: triton on CUDA when Triton works",
-    )
     _reference_architecture(p)
     return p
 
 
-def _reference_architecture(p: argparse.ArgumentParser) -> None:
-    ref = p.add_argument_group("architecture of a reference .pth (fastcycle checkpoints carry their own)")
+def _reference_architecture(p: _Parser) -> None:
+    ref = _Group(p, "architecture of a reference .pth (fastcycle checkpoints carry their own)")
     default = ModelConfig()  # the paper's architecture, as for training
     ref.add_argument("--netG", default=default.netG, choices=GENERATORS)
     ref.add_argument("--ngf", type=int, default=default.ngf)
@@ -171,9 +197,9 @@ def _reference_architecture(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _export_parser(sub) -> argparse.ArgumentParser:
+def _export_parser(sub: Any, name: str) -> _Parser:
     p = sub.add_parser(
-        "export",
+        name,
         help="export a trained generator to ONNX, a TensorRT engine or an AOTInductor package",
         description="Export a generator; each artifact is then checked against PyTorch (max/mean abs error).",
     )
@@ -205,24 +231,22 @@ def _export_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--safetensors", metavar="OUT", help="write the generator's weights as safetensors (no pickle)"
     )
-    p.add_argument(
-        "--device", default="auto", help="cuda, cuda:N, cpu or auto (AOTI target and parity checks)"
-    )
+    _device_flags(p, kernels=False, device_use="AOTI target and parity checks")
     p.add_argument("--images", help="real images for the parity check (default: the run's testA or trainA)")
     _reference_architecture(p)
     return p
 
 
-def _plot_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("plot", help="draw a run's loss curves to a PNG")
+def _plot_parser(sub: Any, name: str) -> _Parser:
+    p = sub.add_parser(name, help="draw a run's loss curves to a PNG")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output folder (with metrics.jsonl)")
     p.add_argument("--out", help="PNG to write (default: RUN_DIR/loss_curves.png)")
     return p
 
 
-def _sample_parser(sub) -> argparse.ArgumentParser:
+def _sample_parser(sub: Any, name: str) -> _Parser:
     p = sub.add_parser(
-        "sample",
+        name,
         help="DCGAN: image grids from noise, saved noise files and latent arithmetic",
         description="Generate images with a DCGAN run. Every grid's noise is saved beside it (.npy), so "
         "exemplars can be picked (--select) and combined (--arith).",
@@ -240,31 +264,23 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--arith", help='latent arithmetic on concept files, e.g. "mask_man - man + woman"')
     p.add_argument("--noise-dir", default=".", help="where --arith finds NAME.npy")
     p.add_argument("--n-variants", type=int, default=7, help="--arith: jittered copies of the result")
-    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
+    _device_flags(p, kernels=False)
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
+    """The `fastcycle` parser; `.commands[name]` is a subcommand's parser, whose `.actions` are its flags."""
     parser = _Parser(prog="fastcycle", description="Fast CycleGAN training and inference.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _train_parser(sub)
-    _distill_parser(sub)
-    _translate_parser(sub)
-    _export_parser(sub)
-    _sample_parser(sub)
-    _plot_parser(sub)
+    parser.commands = {name: add_flags(sub, name) for name, (add_flags, _) in COMMANDS.items()}
     return parser
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         option = next((u for u in unknown if u.startswith("-")), unknown[0])
-        known = [
-            o
-            for a in parser._subparsers._group_actions[0].choices[args.command]._actions
-            for o in a.option_strings
-        ]
+        known = [o for a in parser.commands[args.command].actions for o in a.option_strings]
         close = difflib.get_close_matches(option.split("=")[0], known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         shown = option if option.isprintable() else repr(option)  # one line, whatever was typed
@@ -284,8 +300,19 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return apply_overrides(PRESETS[preset](), overrides)
 
 
+def _request(request_type: type, args: argparse.Namespace) -> Any:
+    """A command's request dataclass from its flags: the fields of the same name, and a reference .pth's
+    architecture as generator_kw."""
+    names = {f.name for f in dataclasses.fields(request_type)}
+    generator_kw = {"netG": args.netG, "ngf": args.ngf, "norm": args.norm, "dropout": args.dropout}
+    return request_type(**{k: v for k, v in vars(args).items() if k in names}, generator_kw=generator_kw)
+
+
+# Each command imports what it runs only when it runs: `fastcycle --help` should not import torch.
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from fastcycle.train import train  # deferred: `fastcycle --help` should not import torch
+    from fastcycle.train import train
 
     result = train(train_config(args))  # train() validates it
     if result.demo_psnr is not None:
@@ -296,65 +323,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    # deferred: `fastcycle --help` should not import torch
     from fastcycle.train.distill.command import run_distill
 
     given = vars(args)
-    overrides = {name: given[name] for _, names in DISTILL_FLAGS for name in names if name in given}
+    overrides = {name: given[name] for names in DISTILL_FLAGS.values() for name in names if name in given}
     for line in run_distill(args.teacher, args.direction, args.report, args.report_size, overrides):
         print(line)
     return 0
 
 
-def _generator_kw(args: argparse.Namespace) -> dict:
-    return {"netG": args.netG, "ngf": args.ngf, "norm": args.norm, "dropout": args.dropout}
-
-
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fastcycle.export.backends import open_runner, resolve_backend
-    from fastcycle.export.cache import cached_export, needs_export
-    from fastcycle.runtime import resolve_device, resolve_kernels, resolve_precision
-    from fastcycle.trained import read_generator_file
-    from fastcycle.translate import translate_folder
+    from fastcycle.export.translate import TranslateRequest, run_translate
 
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.amp, "auto", device)
-    kernels, _ = resolve_kernels(args.kernels, device)
-    kw = _generator_kw(args) | {"direction": args.direction, "kernels": kernels}
-    model, backend = args.checkpoint, resolve_backend(args.backend, args.checkpoint)
-    if needs_export(backend, model):  # a run or checkpoint for ONNX Runtime or AOTI: exported beside it
-        model = cached_export(
-            model, backend, args.direction, device, _generator_kw(args), max(32, args.batch_size)
-        )
-    elif backend == "torch":  # read once, for both directions if need be
-        model = read_generator_file(args.checkpoint, args.direction, _generator_kw(args))
-    runner = open_runner(args.backend, model, device, precision.dtype, kw)
-    reverse = None
-    if args.html and runner.name == "torch" and model.model == "cycle_gan":  # reconstructions need G_BA
-        back = DIRECTIONS[1 - DIRECTIONS.index(args.direction)]
-        reverse = open_runner("torch", model, device, precision.dtype, kw | {"direction": back})
-    report = translate_folder(
-        runner, args.input, args.output, args.batch_size, args.workers, html=args.html, reverse=reverse
-    )
-    for path in report.skipped:
-        print(f"skipped unreadable image {path}", file=sys.stderr)
-    rate = report.written / max(report.seconds, 1e-9)
-    extra = f", {kernels} kernels" if runner.name == "torch" else ""
-    print(
-        f"translated {report.written} images to {args.output} ({rate:.1f} images/s, {runner.note}{extra}); "
-        f"skipped {len(report.skipped)}"
-    )
+    run_translate(_request(TranslateRequest, args))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fastcycle.export.command import ExportRequest, run_export
 
-    fields = ExportRequest.__dataclass_fields__
-    req = ExportRequest(
-        **{k: v for k, v in vars(args).items() if k in fields}, generator_kw=_generator_kw(args)
-    )
-    run_export(req)
+    run_export(_request(ExportRequest, args))
     return 0
 
 
@@ -366,42 +354,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from fastcycle.checkpoint import load_checkpoint
-    from fastcycle.runtime import resolve_device
-    from fastcycle.sample import run_sample
-    from fastcycle.trained import generator_from_checkpoint
+    from fastcycle.sample import sample_checkpoint
 
-    state = load_checkpoint(args.checkpoint)
-    family = state["config"]["model"].get("model", "cycle_gan")
-    if family != "dcgan":
-        raise UserError(f"{args.checkpoint} is a {family} run; `fastcycle sample` needs a --model dcgan run")
-    G = generator_from_checkpoint(state, "AtoB", "torch", str(args.checkpoint)).eval()
-    lines = run_sample(
-        G,
-        resolve_device(args.device),
-        n=args.n,
-        seed=args.seed,
-        out=args.out,
-        noise=args.noise,
-        arith=args.arith,
-        noise_dir=args.noise_dir,
-        select=args.select,
-        save_noise_to=args.save_noise_to,
-        ncol=args.ncol,
-        n_variants=args.n_variants,
-    )
-    for line in lines:
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "checkpoint", "device")}
+    for line in sample_checkpoint(args.checkpoint, args.device, **options):
         print(line)
     return 0
 
 
-COMMANDS = {
-    "train": cmd_train,
-    "distill": cmd_distill,
-    "translate": cmd_translate,
-    "export": cmd_export,
-    "sample": cmd_sample,
-    "plot": cmd_plot,
+COMMANDS = {  # name: (the function adding its parser, the function running it)
+    "train": (_train_parser, cmd_train),
+    "distill": (_distill_parser, cmd_distill),
+    "translate": (_translate_parser, cmd_translate),
+    "export": (_export_parser, cmd_export),
+    "sample": (_sample_parser, cmd_sample),
+    "plot": (_plot_parser, cmd_plot),
 }
 
 
@@ -409,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parse(build_parser(), argv)
-        return COMMANDS[args.command](args)
+        _, run = COMMANDS[args.command]
+        return run(args)
     except UserError as e:
         print(f"fastcycle: error: {e}", file=sys.stderr)
         return 2

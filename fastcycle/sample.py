@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from fastcycle.checkpoint import load_checkpoint
 from fastcycle.data.folders import save_image
 from fastcycle.data.transforms import to_uint8
 from fastcycle.errors import UserError
 from fastcycle.models import eval_mode
 from fastcycle.noise import load_noise, sample_noise, save_noise, select_noise
+from fastcycle.runtime import resolve_device
+from fastcycle.trained import generator_from_checkpoint
 
 BORDER = 2  # pixels between and around the tiles of a grid, as torchvision's make_grid
 JITTER = 0.25  # the paper's uniform noise scale around the arithmetic's result
@@ -212,6 +217,15 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+@dataclass
+class _Noise:
+    """The noise of a plain or `select` run and where it came from."""
+
+    z: np.ndarray  # (n, nz) float32
+    source: str  # for the lines: the --noise file, or the seed and --n
+    file: Path | None  # the --noise file; None for sampled noise
+
+
 def run_sample(
     G: nn.Module,
     device: str | torch.device,
@@ -245,63 +259,103 @@ def run_sample(
     if ncol < 1:
         raise UserError(f"--ncol must be positive, got {ncol}")
     nz = _nz(G)
-    out_npy = out.with_suffix(".npy")
-
     if arith is not None:
         for flag, value in (("--noise", noise), ("--select", select), ("--save-noise-to", save_noise_to)):
             if value is not None:
                 raise UserError(f"--arith and {flag} do not go together; run them as separate commands")
         terms = parse_arith(arith)
-        for _, name in terms:
-            path = term_path(name, noise_dir)
-            if path.exists() and _same_file(path, out_npy):
-                raise UserError(
-                    f"--out {out} would overwrite {path}, a term of --arith, with the result; "
-                    "choose another --out"
-                )
+        _check_result_is_no_term(out, terms, noise_dir)
         images, desc, result = arith_grid(G, device, terms, noise_dir, n_variants=n_variants, seed=seed)
-        save_noise(out_npy, result)
-        write_grid(out, images, len(images))
-        return [
-            desc,
-            f"wrote {out}: one row of {len(images)} tiles",
-            f"wrote {out_npy}: the result vector, reusable with --noise or as an --arith term",
-        ]
+        return _save_arith(out, images, desc, result)
+    if noise is not None:
+        drawn = _Noise(load_noise(noise, nz), f"{noise}", Path(noise))
+    else:
+        drawn = _Noise(sample_noise(n, nz, seed), f"seed {seed}, --n {n}", None)
+    if select is None:
+        return _sample_plain(G, device, drawn, out, save_noise_to, ncol)
+    if save_noise_to is None:
+        raise UserError("--select needs --save-noise-to CONCEPT.npy, the file to write the chosen vectors to")
+    return _sample_select(G, device, drawn, select, Path(save_noise_to), ncol)
 
-    z = load_noise(noise, nz) if noise is not None else sample_noise(n, nz, seed)
-    source = f"{noise}" if noise is not None else f"seed {seed}, --n {n}"
 
-    if select is not None:
-        if save_noise_to is None:
+def _check_result_is_no_term(out: Path, terms: list[tuple[int, str]], noise_dir: str | os.PathLike) -> None:
+    """`arith` mode writes its result vector to `out` with suffix .npy: never over one of its terms."""
+    out_npy = out.with_suffix(".npy")
+    for _, name in terms:
+        path = term_path(name, noise_dir)
+        if path.exists() and _same_file(path, out_npy):
             raise UserError(
-                "--select needs --save-noise-to CONCEPT.npy, the file to write the chosen vectors to"
+                f"--out {out} would overwrite {path}, a term of --arith, with the result; "
+                "choose another --out"
             )
-        concept = Path(save_noise_to)
-        if noise is not None and _same_file(concept, Path(noise)):
-            raise UserError(f"--save-noise-to {concept} is the --noise file itself; choose another name")
-        picked = select_noise(z, select)
-        preview = concept.with_suffix(".png")
-        images = generate(G, picked, device)
-        save_noise(concept, picked)
-        write_grid(preview, images, ncol)
-        return [
-            f"wrote {concept}: {len(picked)} vectors (tiles {select} of {source}), usable as an --arith term",
-            f"wrote {preview}: their images",
-        ]
 
+
+def _save_arith(out: Path, images: np.ndarray, desc: str, result: np.ndarray) -> list[str]:
+    """`arith` mode's files: the row of arith_grid's images at `out`, the result vector beside it (.npy)."""
+    out_npy = out.with_suffix(".npy")
+    save_noise(out_npy, result)
+    write_grid(out, images, len(images))
+    return [
+        desc,
+        f"wrote {out}: one row of {len(images)} tiles",
+        f"wrote {out_npy}: the result vector, reusable with --noise or as an --arith term",
+    ]
+
+
+def _sample_select(
+    G: nn.Module, device: str | torch.device, noise: _Noise, select: str, concept: Path, ncol: int
+) -> list[str]:
+    """run_sample's `select` mode: the chosen rows of the noise as a concept file, their grid beside it."""
+    if noise.file is not None and _same_file(concept, noise.file):
+        raise UserError(f"--save-noise-to {concept} is the --noise file itself; choose another name")
+    picked = select_noise(noise.z, select)
+    preview = concept.with_suffix(".png")
+    images = generate(G, picked, device)
+    save_noise(concept, picked)
+    write_grid(preview, images, ncol)
+    return [
+        f"wrote {concept}: {len(picked)} vectors (tiles {select} of {noise.source}), "
+        "usable as an --arith term",
+        f"wrote {preview}: their images",
+    ]
+
+
+def _sample_plain(
+    G: nn.Module,
+    device: str | torch.device,
+    noise: _Noise,
+    out: Path,
+    copy: str | os.PathLike | None,
+    ncol: int,
+) -> list[str]:
+    """run_sample's plain and `noise` modes: the grid of the noise at `out`, the noise beside it (.npy),
+    and a second copy of it at `copy` (--save-noise-to)."""
+    out_npy = out.with_suffix(".npy")
+    z = noise.z
     images = generate(G, z, device)
     cols = min(ncol, len(z))
-    rewrite = noise is None or not _same_file(out_npy, Path(noise))  # not the --noise file over itself
+    rewrite = noise.file is None or not _same_file(out_npy, noise.file)  # not the --noise file over itself
     if rewrite:
         save_noise(out_npy, z)
     write_grid(out, images, ncol)
     lines = [
-        f"wrote {out}: {len(z)} samples ({source}), {cols} a row; tile i is at row i // {cols}, "
+        f"wrote {out}: {len(z)} samples ({noise.source}), {cols} a row; tile i is at row i // {cols}, "
         f"column i % {cols} (0-based)",
         f"{'wrote' if rewrite else 'kept'} {out_npy}: their noise; make a concept file with "
         f"--noise {out_npy} --select I,J,K --save-noise-to CONCEPT.npy",
     ]
-    if save_noise_to is not None:
-        save_noise(save_noise_to, z)
-        lines.append(f"wrote {save_noise_to}: a copy of the noise")
+    if copy is not None:
+        save_noise(copy, z)
+        lines.append(f"wrote {copy}: a copy of the noise")
     return lines
+
+
+def sample_checkpoint(checkpoint: str, device: str, **options: Any) -> list[str]:
+    """`fastcycle sample --checkpoint`: run_sample(**options) with the generator of a --model dcgan run
+    on `device` (cuda, cuda:N, cpu or auto); UserError for a run of another family."""
+    state = load_checkpoint(checkpoint)
+    family = state["config"]["model"].get("model", "cycle_gan")
+    if family != "dcgan":
+        raise UserError(f"{checkpoint} is a {family} run; `fastcycle sample` needs a --model dcgan run")
+    G = generator_from_checkpoint(state, "AtoB", "torch", str(checkpoint)).eval()
+    return run_sample(G, resolve_device(device), **options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,51 @@ def translate_folder(
     plus the reconstruction when `reverse` (the other generator of a CycleGAN) is given, whose images
     go to <output>/reconstructed/."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    files = _input_files(input_dir, output_dir, batch_size)
+    skipped: list[str] = []
+    written = 0
+    gallery = None
+    if html:
+        from fastcycle.gallery import GalleryWriter
+
+        columns = ["input", "output"] + (["reconstruction"] if reverse is not None else [])
+        gallery = GalleryWriter(output_dir, f"fastcycle translate: {input_dir}", columns)
+    rec_dir = output_dir / "reconstructed"
+
+    def write(path: Path, out: np.ndarray, rec: np.ndarray | None) -> None:
+        dst = output_path(path, input_dir, output_dir)
+        save_image(out, dst)
+        row = {"input": path, "output": dst}
+        if rec is not None:
+            row["reconstruction"] = output_path(path, input_dir, rec_dir)
+            save_image(rec, row["reconstruction"])
+        if gallery is not None:
+            gallery.add(str(path.relative_to(input_dir)), row)
+
+    t0 = time.perf_counter()
+    window = max(2 * batch_size, 2 * workers)  # decoded-ahead images held at most
+    with ThreadPoolExecutor(workers) as decode_pool, ThreadPoolExecutor(workers) as encode_pool:
+        writes: deque[Future] = deque()
+        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
+        for paths, images in _batches(files, decode_pool, window, batch_size, skipped, bar):
+            outs, recs = _run(runner, images, reverse)
+            for i, (path, out) in enumerate(zip(paths, outs, strict=True)):
+                writes.append(encode_pool.submit(write, path, out, None if recs is None else recs[i]))
+            while len(writes) > window:
+                writes.popleft().result()
+            written += len(paths)
+            bar.update(len(paths))
+        for fut in writes:
+            fut.result()
+        bar.close()
+    if gallery is not None:
+        gallery.close()
+    return TranslateReport(written, skipped, time.perf_counter() - t0)
+
+
+def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Path]:
+    """The images to translate, sorted; UserError for a missing or empty input folder, an output folder
+    inside it, a batch size below 1, or two inputs that would be written to the same output file."""
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist")
     if batch_size <= 0:
@@ -94,70 +140,38 @@ def translate_folder(
         clash = outputs.setdefault(out, f)
         if clash != f:
             raise UserError(f"{clash} and {f} would both be written as {out}; rename one")
-    skipped: list[str] = []
-    written = 0
-    gallery = None
-    if html:
-        from fastcycle.gallery import GalleryWriter
+    return files
 
-        columns = ["input", "output"] + (["reconstruction"] if reverse is not None else [])
-        gallery = GalleryWriter(output_dir, f"fastcycle translate: {input_dir}", columns)
-    rec_dir = output_dir / "reconstructed"
-    t0 = time.perf_counter()
-    window = max(2 * batch_size, 2 * workers)  # decoded-ahead images held at most
-    with ThreadPoolExecutor(workers) as decode_pool, ThreadPoolExecutor(workers) as encode_pool:
-        pending: deque[tuple[Path, Future]] = deque()
-        writes: deque[Future] = deque()
-        todo = iter(files)
-        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
 
-        def refill() -> None:
-            while len(pending) < window:
-                path = next(todo, None)
-                if path is None:
-                    return
-                pending.append((path, decode_pool.submit(_decode, path)))
+def _batches(
+    files: list[Path], pool: ThreadPoolExecutor, window: int, batch_size: int, skipped: list[str], bar: tqdm
+) -> Iterator[tuple[list[Path], list[np.ndarray]]]:
+    """(paths, images): runs of up to batch_size same-size decoded images, in file order. Decoding runs
+    up to `window` files ahead in `pool`; an unreadable file goes to `skipped` (and counts on `bar`)."""
+    pending: deque[tuple[Path, Future]] = deque()
+    todo = iter(files)
 
-        def write(path: Path, out: np.ndarray, rec: np.ndarray | None) -> None:
-            dst = output_path(path, input_dir, output_dir)
-            save_image(out, dst)
-            row = {"input": path, "output": dst}
-            if rec is not None:
-                row["reconstruction"] = output_path(path, input_dir, rec_dir)
-                save_image(rec, row["reconstruction"])
-            if gallery is not None:
-                gallery.add(str(path.relative_to(input_dir)), row)
+    def refill() -> None:
+        while len(pending) < window:
+            path = next(todo, None)
+            if path is None:
+                return
+            pending.append((path, pool.submit(_decode, path)))
 
-        def flush(paths: list[Path], images: list[np.ndarray]) -> None:
-            nonlocal written
-            outs, recs = _run(runner, images, reverse)
-            for i, (path, out) in enumerate(zip(paths, outs, strict=True)):
-                writes.append(encode_pool.submit(write, path, out, None if recs is None else recs[i]))
-            while len(writes) > window:
-                writes.popleft().result()
-            written += len(paths)
-            bar.update(len(paths))
-
+    refill()
+    paths, images = [], []
+    while pending:
+        path, fut = pending.popleft()
         refill()
-        paths, images = [], []
-        while pending:
-            path, fut = pending.popleft()
-            refill()
-            img = fut.result()
-            if img is None:
-                skipped.append(str(path))
-                bar.update(1)
-                continue
-            if images and (img.shape != images[0].shape or len(images) == batch_size):
-                flush(paths, images)
-                paths, images = [], []
-            paths.append(path)
-            images.append(img)
-        if images:
-            flush(paths, images)
-        for fut in writes:
-            fut.result()
-        bar.close()
-    if gallery is not None:
-        gallery.close()
-    return TranslateReport(written, skipped, time.perf_counter() - t0)
+        img = fut.result()
+        if img is None:
+            skipped.append(str(path))
+            bar.update(1)
+            continue
+        if images and (img.shape != images[0].shape or len(images) == batch_size):
+            yield paths, images
+            paths, images = [], []
+        paths.append(path)
+        images.append(img)
+    if images:
+        yield paths, images

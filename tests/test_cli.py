@@ -1,5 +1,6 @@
 """The `fastcycle` command: error lines, train and translate end to end on tiny data."""
 
+import argparse
 import contextlib
 import io
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fastcycle.cli import main
+from fastcycle.cli import build_parser, main
+from fastcycle.config import field_index, flag
 from fastcycle.models import build_generator
 from fastcycle.trained import load_generator
 from tests.conftest import write_images
@@ -89,6 +91,31 @@ def test_unknown_flag_suggests_the_right_one():
     _one_error_line(
         proc, "unknown option --lamda-identity for `fastcycle train`; did you mean --lambda-identity?"
     )
+
+
+def test_device_and_kernels_mean_the_same_in_every_command():
+    """--device and --kernels: training's default, choices and help (RuntimeConfig's) wherever they are
+    declared. Training's flags add their default to the help, export says what else its device is for."""
+    index = field_index()
+    declared: dict[str, set[str]] = {"device": set(), "kernels": set()}
+    for command, parser in build_parser().commands.items():
+        for action in parser.actions:
+            if action.dest in declared:
+                f = index[action.dest][1]
+                assert action.option_strings == [flag(action.dest)], command
+                assert action.help.startswith(f.metadata["help"]), (command, action.help)
+                assert action.help.removeprefix(f.metadata["help"]) in (
+                    "",
+                    f" (default: {f.default})",
+                    " (AOTI target and parity checks)",
+                ), (command, action.help)
+                assert action.default in (f.default, argparse.SUPPRESS), command  # SUPPRESS: the config's
+                assert action.choices == f.metadata.get("choices"), command
+                declared[action.dest].add(command)
+    assert declared == {
+        "device": {"train", "distill", "translate", "export", "sample"},
+        "kernels": {"train", "distill", "translate"},
+    }
 
 
 def test_bad_flag_value():

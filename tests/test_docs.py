@@ -13,8 +13,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _flags(command: str) -> set[str]:
-    parser = build_parser()._subparsers._group_actions[0].choices[command]
-    return {a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"}
+    parser = build_parser().commands[command]
+    return {a.option_strings[0] for a in parser.actions if a.option_strings and a.dest != "help"}
 
 
 def test_command_reference_documents_every_flag():

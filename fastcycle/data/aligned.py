@@ -76,22 +76,9 @@ def find_pairs(root: str | os.PathLike, max_dataset_size: int = 0) -> PairedFile
             f"dataset folder {root} does not exist; pass --data DIR holding train/ (A|B images side by "
             "side) or trainA/ + trainB/ (pairs with the same file names)"
         )
-    has_train = (root / "train").is_dir()
     has_ab = (root / "trainA").is_dir() and (root / "trainB").is_dir()
-    if has_train:
-        scan = scan_domain(root, "train", max_dataset_size)
-        halves = DomainScan(scan.name, scan.folder)
-        for f in scan.images:
-            w, h = f.size
-            if w < 2:
-                scan.skipped.append((f.path, f"{w} pixel(s) wide: no A|B halves to split"))
-                continue
-            halves.images.append(ImageFile(f.path, (w // 2, h), f.convert))
-        scan.images = [f for f in scan.images if f.size[0] >= 2]
-        if not halves.images:
-            raise UserError(f"{scan.folder} holds no image wide enough to split into A|B halves")
-        pairs = [(f.path, None) for f in halves.images]
-        return PairedFiles("train", pairs, halves, [scan], both_layouts=has_ab)
+    if (root / "train").is_dir():
+        return _side_by_side(root, max_dataset_size, both_layouts=has_ab)
     if not has_ab:
         present = [d for d in ("trainA", "trainB") if (root / d).is_dir()]
         also = f" (found only {present[0]}/)" if present else ""
@@ -99,6 +86,28 @@ def find_pairs(root: str | os.PathLike, max_dataset_size: int = 0) -> PairedFile
             f"{root} has neither train/ (A|B images side by side) nor trainA/ + trainB/ (pairs with the "
             f"same file names){also}; pix2pix needs one of them"
         )
+    return _paired_by_name(root, max_dataset_size)
+
+
+def _side_by_side(root: Path, max_dataset_size: int, both_layouts: bool) -> PairedFiles:
+    """The `train/` layout: each image is a pair, A its left half and B its right."""
+    scan = scan_domain(root, "train", max_dataset_size)
+    halves = DomainScan(scan.name, scan.folder)
+    for f in scan.images:
+        w, h = f.size
+        if w < 2:
+            scan.skipped.append((f.path, f"{w} pixel(s) wide: no A|B halves to split"))
+            continue
+        halves.images.append(ImageFile(f.path, (w // 2, h), f.convert))
+    scan.images = [f for f in scan.images if f.size[0] >= 2]
+    if not halves.images:
+        raise UserError(f"{scan.folder} holds no image wide enough to split into A|B halves")
+    pairs = [(f.path, None) for f in halves.images]
+    return PairedFiles("train", pairs, halves, [scan], both_layouts=both_layouts)
+
+
+def _paired_by_name(root: Path, max_dataset_size: int) -> PairedFiles:
+    """The `trainA/` + `trainB/` layout: files paired by their relative path without the extension."""
     scan_A, scan_B = scan_domain(root, "trainA"), scan_domain(root, "trainB")
     by_key: dict[str, tuple[Path, tuple[int, int]]] = {}
     unmatched: list[str] = []
