@@ -11,10 +11,12 @@ test_the_covering_set); on a machine without CUDA, 26 and 12.
 
 An accepted case (validate() accepts it, RULES see no clash) trains 2 steps (the demo also evaluates
 its held-out tiles), translates three odd-sized images to images of the same sizes (DCGAN: samples a
-grid) and exports --onnx: each command exits 0 and prints no traceback. A refused case ends with exit
-status 2 and one line, `fastcycle: error: ...`, naming an option of the clashing pair; validate()
-refuses it with that line (so it is refused before anything is written), except `--kernels triton`
-without CUDA, which the device decides.
+grid) and exports --onnx: each command exits 0, prints no traceback and writes what the options imply
+(a checkpoint of step 2 with the case's options, its metrics lines, whole images of the expected sizes,
+a valid ONNX graph of the family's inputs and outputs that passed the export's parity check). A refused
+case ends with exit status 2 and one line, `fastcycle: error: ...`, naming an option of the clashing
+pair; validate() refuses it with that line (so it is refused before anything is written), except
+`--kernels triton` without CUDA, which the device decides.
 
 Kept to a few minutes on 2 cores: tiny networks (--ngf/--ndf 4), 32x32 crops (64 for DCGAN, 128 and
 256 for the U-Nets), 4 images per domain, --num-workers 0, and in-process calls of fastcycle.cli.main
@@ -28,16 +30,21 @@ CPU user meets it (Triton's interpreter, which the other tests use, is unset), i
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
 
+from fastcycle.checkpoint import load_checkpoint
 from fastcycle.cli import _parse, build_parser, main, train_config
 from fastcycle.config import validate
 from fastcycle.data import demo
@@ -277,6 +284,60 @@ def test_the_covering_set():
         )  # RULES agree with validate(): it accepts every case they accept
 
 
+# Each family's networks, and the losses of its metrics lines: its own, its --gan-mode wgangp penalties,
+# and with --aux-classifier (CycleGAN's) the class losses.
+NETWORKS = {"cycle_gan": {"G_AB", "G_BA", "D_A", "D_B"}, "pix2pix": {"G", "D"}, "dcgan": {"G", "D"}}
+LOSSES = {
+    "cycle_gan": {"D_A", "G_BA", "cycle_A", "idt_A", "D_B", "G_AB", "cycle_B", "idt_B"},
+    "pix2pix": {"G_GAN", "G_L1", "D_real", "D_fake"},
+    "dcgan": {"G", "D_real", "D_fake"},
+}
+PENALTIES = {"cycle_gan": {"gp_A", "gp_B"}, "pix2pix": {"gp"}, "dcgan": {"gp"}}
+CLASS_LOSSES = {"cls_A", "cls_B", "G_cls"}
+
+
+def check_run(out: Path, case: dict) -> int:
+    """The run folder holds what 2 steps of `case` wrote: a whole checkpoint of step 2 with the case's
+    options and finite weights of its family's networks, config.json the same config, and a metrics line
+    per step (--log-every 1) with the family's losses, all finite. Returns the run's nz."""
+    state = load_checkpoint(out)  # the digest of its tensors is checked: no byte of it is missing
+    assert json.loads((out / "config.json").read_text()) == state["config"]
+    fields = {k: v for section in state["config"].values() for k, v in section.items()}
+    options = {f: v for f, v in case.items() if not f.startswith("_") and f != "data" and v is not None}
+    assert state["step"] == 2 and {f: fields[f] for f in options} == options
+    nets = state["model"]["nets"]
+    assert set(nets) == NETWORKS[case["model"]]
+    assert all(t.isfinite().all() for net in nets.values() for t in net.values())
+    family = case["model"]
+    losses = LOSSES[family] | (PENALTIES[family] if case["gan_mode"] == "wgangp" else set())
+    losses |= CLASS_LOSSES if case["aux_classifier"] else set()
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    for line in lines:
+        logged = {k: v for k, v in line.items() if k not in ("step", "epoch", "lr", "pairs_per_s", "mfu")}
+        assert set(logged) == losses and all(math.isfinite(v) for v in logged.values()), line
+    return fields["nz"]
+
+
+def check_image(path: Path, size: tuple[int, int]) -> None:
+    """`path` is a whole RGB PNG of `size` (width, height): every pixel decodes."""
+    with Image.open(path) as img:
+        img.load()  # raises on a truncated file
+        assert (img.format, img.mode, img.size) == ("PNG", "RGB", size), path
+
+
+def onnx_io(path: Path) -> tuple[dict, dict]:
+    """({input: shape}, {output: shape}) of a valid float32 ONNX model; a named dimension by its name."""
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+
+    def shapes(values) -> dict[str, list]:
+        assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in values)
+        return {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in values}
+
+    return shapes(model.graph.input), shapes(model.graph.output)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"{i:02d}-{case_id(c)}" for i, c in enumerate(CASES)])
 def test_an_accepted_case_trains_translates_and_exports(case, data, tmp_path, capfd, cpu_user):
     out = tmp_path / "run"
@@ -287,11 +348,13 @@ def test_an_accepted_case_trains_translates_and_exports(case, data, tmp_path, ca
     assert "done: 2 steps" in err
     if case["data"] == "demo":  # the demo's evaluation finished
         assert stdout.startswith("PSNR G_AB(a) vs f(a): "), stdout
+    nz = check_run(out, case)
     if case["model"] == "dcgan":
-        code, _, err = _run(
-            capfd, ["sample", "--checkpoint", str(out), "--n", "4", "--out", str(tmp_path / "g.png")]
-        )
-        assert code == 0 and (tmp_path / "g.png").is_file(), err
+        grid = tmp_path / "g.png"
+        code, _, err = _run(capfd, ["sample", "--checkpoint", str(out), "--n", "4", "--out", str(grid)])
+        assert code == 0, err
+        check_image(grid, (4 * 66 + 2, 66 + 2))  # one row of 4 tiles of 64 with 2-pixel borders
+        assert np.load(grid.with_suffix(".npy")).shape == (4, nz)  # the grid's noise, one vector a tile
     else:
         translated = tmp_path / "translated"
         args = [
@@ -305,13 +368,23 @@ def test_an_accepted_case_trains_translates_and_exports(case, data, tmp_path, ca
         ]
         code, _, err = _run(capfd, [*args, "--batch-size", "2"])
         assert code == 0, err
+        assert sorted(p.name for p in translated.iterdir()) == sorted(
+            f"odd_{w}x{h}.png" for w, h in ODD_SIZES
+        )
         for w, h in ODD_SIZES:
-            assert Image.open(translated / f"odd_{w}x{h}.png").size == (w, h)
-    size = str(sizes(case)[1])
-    code, _, err = _run(
-        capfd, ["export", "--checkpoint", str(out), "--onnx", str(tmp_path / "g.onnx"), "--size", size]
+            check_image(translated / f"odd_{w}x{h}.png", (w, h))
+    size = sizes(case)[1]
+    onnx_path = tmp_path / "g.onnx"
+    code, stdout, err = _run(
+        capfd, ["export", "--checkpoint", str(out), "--onnx", str(onnx_path), "--size", str(size)]
     )
     assert code == 0, err
+    assert any(line.startswith("parity onnxruntime") for line in stdout.splitlines()), stdout
+    if case["model"] == "dcgan":  # noise in, a 64x64 image out
+        io = ({"noise": ["batch", nz, 1, 1]}, {"image": ["batch", 3, 64, 64]})
+    else:  # images of --size in and out
+        io = ({"image": ["batch", 3, size, size]}, {"translated": ["batch", 3, size, size]})
+    assert onnx_io(onnx_path) == io
 
 
 @pytest.mark.parametrize(

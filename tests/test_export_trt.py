@@ -14,6 +14,7 @@ import fastcycle.export.trt as trt_module
 from fastcycle.errors import UserError
 from fastcycle.export.trt import (
     _io_fits,
+    _logger,
     _write_atomic,
     build_engine,
     parse_batch_range,
@@ -36,7 +37,13 @@ def assert_install_hint(err: pytest.ExceptionInfo) -> None:
 
 
 def test_module_imports_without_tensorrt(no_tensorrt):
-    importlib.reload(trt_module)  # would raise if the module imported tensorrt at the top
+    module = importlib.reload(trt_module)  # would raise if the module imported tensorrt at the top
+    assert "tensorrt" not in vars(module) and "trt" not in vars(module)  # no binding to it either
+    assert module.PRECISIONS == ("fp32", "fp16", "bf16") and module.TrtRunner.name == "tensorrt"
+    assert module.parse_batch_range("1:8:32") == (1, 8, 32)  # what needs no tensorrt works
+    with pytest.raises(UserError) as err:  # what needs it says how to install it
+        module.require_tensorrt()
+    assert_install_hint(err)
 
 
 def test_require_tensorrt_says_how_to_install_it(no_tensorrt):
@@ -173,6 +180,15 @@ def test_engine_matches_the_torch_generator(tmp_path):
         assert got.dtype == torch.float32 and got.device == want.device
         torch.testing.assert_close(got, want, **tol)
         torch.testing.assert_close(runner(x[:1].cuda()), want[:1], **tol)  # another batch, same engine
-    assert cache.stat().st_size > 0
+    # The timing cache is TensorRT's: it reads back and is accepted for this GPU and TensorRT (mismatch not
+    # ignored), serialises again to as many bytes (its entries, in whatever order), and holds more than an
+    # empty cache's header: the layers the two builds timed.
+    trt = require_tensorrt()
+    config = trt.Builder(_logger()).create_builder_config()
+    written = cache.read_bytes()
+    read_back = config.create_timing_cache(written)
+    assert read_back is not None and config.set_timing_cache(read_back, ignore_mismatch=False)
+    assert len(bytes(read_back.serialize())) == len(written)
+    assert len(written) > len(bytes(config.create_timing_cache(b"").serialize()))
     with pytest.raises(UserError, match=r"batch of 5 is outside the TensorRT engine's range 1\.\.4; rebuild"):
         runner(torch.zeros(5, 3, 64, 64, device="cuda"))

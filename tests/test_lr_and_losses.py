@@ -209,4 +209,8 @@ def test_bad_family_options_are_refused(preset, overrides, message):
     ],
 )
 def test_the_valid_neighbours_of_those_are_accepted(preset, overrides):
-    validate(apply_overrides(preset(), overrides))
+    cfg = apply_overrides(preset(), overrides)
+    before = cfg.to_dict()
+    assert validate(cfg) is cfg and cfg.to_dict() == before  # returned for chaining, nothing changed
+    fields = {name: value for section in before.values() for name, value in section.items()}
+    assert {name: fields[name] for name in overrides} == overrides  # the neighbour is what was accepted

@@ -1,6 +1,8 @@
 """benchmarks/profile_step.py: kernel-name classification and the step's time split, on made-up
 intervals (exact arithmetic), then one real profile of a tiny CPU step."""
 
+import re
+
 import pytest
 
 from benchmarks import profile_step, results
@@ -121,11 +123,26 @@ def test_a_real_cpu_step_profile(tmp_path, capsys):
     text = out.read_text()
     assert text.strip() == capsys.readouterr().out.strip()
     assert text.startswith("**channels_last (batch 1, 32x32, kernels torch) on none")
-    ms = {
-        row.split(" | ")[0].strip("| "): float(row.split(" | ")[1])
-        for row in text.splitlines()
-        if row.startswith("| ") and row.count(" | ") == 2 and not row.startswith("| part")
-    }
-    # A CycleGAN step spends time in convs, norms, the optimizer and copies (reflection pads, bf16 casts).
-    assert all(ms[c] > 0 for c in ("convolutions", "norms", "optimizer", "copies")), ms
-    assert text.count("\n| `") == 20  # the top 20
+    parts = [  # (part, ms per step, share of wall in %), in the table's order
+        (cells[0], float(cells[1]), float(cells[2].rstrip("%")))
+        for cells in (row.strip("| ").split(" | ") for row in text.splitlines())
+        if len(cells) == 3 and not cells[0].startswith(("part", "-"))
+    ]
+    assert [name for name, _, _ in parts] == [*profile_step.CATEGORIES, "idle"]
+    wall, busy = map(float, re.search(r"wall ([\d.]+) ms .*, kernels busy ([\d.]+) ms", text).groups())
+    ms = {name: value for name, value, _ in parts}
+    # Every ms figure is rounded to 0.001: each sum below holds within half of that per term.
+    assert busy + ms["idle"] == pytest.approx(wall, abs=3 * 0.0005)
+    # CPU ops nest, so no two overlap (no note says so) and their self times add up to busy.
+    assert "overlap" not in text and sum(ms.values()) - ms["idle"] == pytest.approx(busy, abs=7 * 0.0005)
+    for name, value, share in parts:  # shares are rounded to 0.1%; the ms' rounding adds < 0.001%
+        assert share == pytest.approx(100 * value / wall, abs=0.051), name
+    # A CycleGAN step spends time in convs, norms, the optimizer and copies (reflection pads, bf16 casts):
+    # each shows at the table's precision, and convs and norms, measured at 70% of busy, exceed a third.
+    assert all(ms[c] >= wall * 0.001 for c in ("convolutions", "norms", "optimizer", "copies")), ms
+    assert ms["convolutions"] + ms["norms"] > busy / 3, ms
+    top = re.findall(r"^\| `.*` \| (\w+) \| [\d.]+ \| ([\d.]+) \| [\d.]+% \|$", text, flags=re.M)
+    assert len(top) == 20  # the top 20, slowest first, each category's within its total
+    assert [float(t) for _, t in top] == sorted((float(t) for _, t in top), reverse=True)
+    for name in profile_step.CATEGORIES:
+        assert sum(float(t) for c, t in top if c == name) <= ms[name] + 21 * 0.0005, name

@@ -191,7 +191,9 @@ def test_chart(tmp_path, capsys):
         == 0
     )
     with Image.open(png) as img:
-        assert img.format == "PNG" and img.width > 0 and img.height > 0
+        # report.chart's figsize at its 100 dpi: 10 inches wide, 0.5 + (0.9 + 0.32 per bar) per panel
+        # high, two panels (one per file) of three training-step bars each.
+        assert img.format == "PNG" and img.size == (10 * 100, round((0.5 + 2 * (0.9 + 0.32 * 3)) * 100))
         colors = {c for _, c in img.convert("RGB").getcolors(1 << 20)}
     assert (0x3B, 0x6E, 0xA8) in colors and (0x99, 0x99, 0x99) in colors  # bars and the reference bar
     assert not list(tmp_path.glob(".*.tmp"))
