@@ -96,11 +96,10 @@ def _export(path, out, backend, direction, device, generator_kw, max_batch, say)
     from fastcycle.trained import read_generator_file
 
     source = read_generator_file(path, direction, generator_kw)  # the one read of the checkpoint
-    net = source.generator(direction)
-    if hasattr(net, "nz"):
+    spec = source.generator(direction).spec
+    if spec.noise:
         raise UserError(f"{path} is a DCGAN: it makes images from noise; use `fastcycle sample`")
-    multiple = getattr(net, "size_multiple", 4)
-    if backend == "aoti" and multiple != 4:
+    if backend == "aoti" and not spec.resnet:
         raise UserError(
             f"--backend aoti needs a package for any image size, which AOTInductor builds for the ResNet "
             f"generators only, not this {source.arch['netG']}; use --backend onnxruntime or torch"
@@ -108,7 +107,7 @@ def _export(path, out, backend, direction, device, generator_kw, max_batch, say)
     # Exported under a temporary name and renamed once its parity check passed (write_atomic inside
     # run_export makes each file whole; the rename makes only a checked one findable).
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
-    size = max(64, multiple)  # parity-check size: small, and a multiple of what the generator needs
+    size = max(64, spec.size_multiple)  # parity-check size: small, and a multiple of what the generator needs
     req = ExportRequest(
         str(path),
         direction,

@@ -68,19 +68,18 @@ def run_export(req: ExportRequest, say=print, source: GeneratorFile | None = Non
         source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
     net = source.generator(req.direction)  # eval, no grad
     config = source.config  # None for a reference .pth or .safetensors
-    nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images
-    if nz:
+    if net.spec.noise:  # a DCGAN generator: checked on noise, no images
         if req.trt or req.aoti or req.dynamic_hw:
             raise UserError("a DCGAN generator exports to --onnx or --safetensors (noise in, 64x64 out) only")
         g = torch.Generator().manual_seed(0)
-        inputs = [("random noise", torch.randn(8, nz, 1, 1, generator=g))]
+        inputs = [("random noise", torch.randn(8, net.nz, 1, 1, generator=g))]
     else:
-        multiple = getattr(net, "size_multiple", 4)
+        multiple = net.spec.size_multiple
         if req.size % multiple:
             raise UserError(
                 f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
             )
-        if req.aoti and req.dynamic_hw and multiple != 4:
+        if req.aoti and req.dynamic_hw and not net.spec.resnet:
             raise UserError(
                 f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
                 "at a fixed --size, or use --onnx --dynamic-hw"

@@ -53,11 +53,11 @@ def _run(
     h, w = images[0].shape[:2]
     x = torch.from_numpy(np.stack(images)).to(runner.device, non_blocking=True).permute(0, 3, 1, 2)
     x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
-    y = runner(pad_to_multiple(x, getattr(runner, "size_multiple", 4)))[:, :, :h, :w]
+    y = runner(pad_to_multiple(x, runner.size_multiple))[:, :, :h, :w]
     out = list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
     if reverse is None:
         return out, None
-    rec = reverse(pad_to_multiple(y.to(reverse.device), getattr(reverse, "size_multiple", 4)))[:, :, :h, :w]
+    rec = reverse(pad_to_multiple(y.to(reverse.device), reverse.size_multiple))[:, :, :h, :w]
     return out, list(to_uint8(rec).permute(0, 2, 3, 1).cpu().numpy())
 
 

@@ -105,7 +105,7 @@ def evaluate(G_AB: nn.Module, root: Path, device: torch.device, amp_dtype: torch
     fa = torch.from_numpy(f(a.numpy())).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
     a = a.permute(0, 3, 1, 2)
     h, w = a.shape[2:]
-    multiple = getattr(G_AB, "size_multiple", 4)
+    multiple = G_AB.spec.size_multiple
     outs = []
     with eval_mode(G_AB):
         for chunk in a.split(16):

@@ -43,7 +43,7 @@ def translate_images(net: Runner, images: list[np.ndarray], device: torch.device
     """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations: H and W
     reflect-padded to the generator's multiple (4; 2**downs for a U-Net) and cropped back, as
     `fastcycle translate` does."""
-    multiple = getattr(net, "size_multiple", 4)
+    multiple = net.size_multiple
     out = []
     for img in images:
         h, w = img.shape[:2]
@@ -70,7 +70,7 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     del state
     # The generators as `fastcycle translate` runs them (TorchRunner: eager, no autograd).
     nets = {"teacher": TorchRunner(teacher, device), "student": TorchRunner(student.generator(), device)}
-    multiple = max(getattr(net, "size_multiple", 4) for net in nets.values())
+    multiple = max(net.size_multiple for net in nets.values())
     if size % multiple:
         raise UserError(f"--report-size {size}: these generators take multiples of {multiple}")
     report: dict = {"run": str(run_dir), "teacher_path": cfg.distill.teacher, "direction": direction}

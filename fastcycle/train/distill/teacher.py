@@ -27,7 +27,8 @@ from fastcycle.config import (
     validate,
 )
 from fastcycle.errors import UserError
-from fastcycle.models import MOBILE_N_BLOCKS, N_BLOCKS, build_discriminator
+from fastcycle.generator_specs import GENERATOR_SPECS
+from fastcycle.models import build_discriminator
 from fastcycle.train.distill.features import layout_of
 from fastcycle.train.distill.measure import generator_cost
 from fastcycle.trained import generator_from_checkpoint
@@ -78,8 +79,7 @@ def read_teacher(source: str | Path) -> Teacher:
 
 def default_student(netG: str) -> str:
     """The mobile ResNet with the teacher's block count for a ResNet teacher; else the same generator."""
-    blocks = N_BLOCKS.get(netG) or MOBILE_N_BLOCKS.get(netG)
-    return f"mobile_resnet_{blocks}blocks" if blocks else netG
+    return GENERATOR_SPECS[netG].mobile or netG
 
 
 def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> TrainConfig:
@@ -123,7 +123,7 @@ def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> 
 def _check_pair(cfg: TrainConfig, t: TrainConfig) -> None:
     """The student must be cheaper than the teacher, and feature distillation needs matching layouts."""
     s, size = cfg.model, cfg.data.crop_size
-    if s.netG == "dcgan":
+    if GENERATOR_SPECS[s.netG].noise:
         raise UserError("--netG dcgan makes images from noise; a student translates images like its teacher")
     macs_s = generator_cost(s.netG, s.ngf, s.norm, size)[1]
     macs_t = generator_cost(t.model.netG, t.model.ngf, t.model.norm, size)[1]
