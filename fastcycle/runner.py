@@ -1,19 +1,21 @@
 """What every inference backend offers `fastcycle translate` and the benchmarks: a callable on batches.
 
 A runner takes float32 (N, 3, H, W) images in [-1, 1] (H and W multiples of its `size_multiple`) on
-`runner.device` and returns the translated batch, float32, same shape, same device. The torch runner
-lives here; the ONNX Runtime, TensorRT and AOTInductor ones in fastcycle.export, which opens any of them
-by name (fastcycle.export.backends). Translate's decode/encode pipeline is written once, against this
-protocol, and imports no backend.
+`runner.device` and returns the translated batch, float32, same shape, same device; `run_padded` feeds
+it images of any size. The torch runner lives here; the ONNX Runtime, TensorRT and AOTInductor ones in
+fastcycle.export, which opens any of them by name (fastcycle.export.backends). Translate's
+decode/encode pipeline is written once, against this protocol, and imports no backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 
 from fastcycle.config import ModelConfig
+from fastcycle.data.transforms import pad_to_multiple
 from fastcycle.generator_specs import GENERATOR_SPECS
 
 # The size multiple of an exported file that does not record its generator's: the default --netG's, as
@@ -59,3 +61,11 @@ class TorchRunner:
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return self.net(x).float()
+
+
+def run_padded(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """run(x) for an (N, 3, H, W) batch of any H and W: padded on the bottom and right up to multiples of
+    `multiple` (the generator's size multiple; reflection, fastcycle.data.transforms.pad_to_multiple),
+    so no image is resampled, and the output cropped back to H x W."""
+    h, w = x.shape[2:]
+    return run(pad_to_multiple(x, multiple))[:, :, :h, :w]

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fastcycle.atomic import write_atomic
 from fastcycle.config import TrainConfig
 from fastcycle.data import demo
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
-from fastcycle.runner import Runner, TorchRunner
+from fastcycle.runner import Runner, TorchRunner, run_padded
 from fastcycle.train.distill.data import held_out_images
 from fastcycle.train.distill.measure import generator_cost, images_per_second, ssim
 from fastcycle.train.distill.teacher import load_teacher, teacher_generator
@@ -40,17 +39,12 @@ def _load_average() -> float | None:
 
 @torch.no_grad()
 def translate_images(net: Runner, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
-    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations: H and W
-    reflect-padded to the generator's multiple (4; 2**downs for a U-Net) and cropped back, as
-    `fastcycle translate` does."""
-    multiple = net.size_multiple
+    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations, padded and cropped
+    back as `fastcycle translate` does."""
     out = []
     for img in images:
-        h, w = img.shape[:2]
         x = to_model_range(torch.from_numpy(img.copy()).to(device).permute(2, 0, 1)[None])
-        ph, pw = -h % multiple, -w % multiple
-        mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
-        out.append(to_uint8(net(F.pad(x, (0, pw, 0, ph), mode=mode))[0, :, :h, :w]).cpu())
+        out.append(to_uint8(run_padded(net, x, net.size_multiple)[0]).cpu())
     return out
 
 
