@@ -13,7 +13,7 @@ from fastcycle.choices import DIRECTIONS, GENERATORS, KERNEL_CHOICES, NORMS
 from fastcycle.config import ModelConfig, TrainConfig, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKENDS
-from fastcycle.presets import MODEL_PRESETS, PRESETS
+from fastcycle.presets import MODEL_PRESETS, PRESETS, STUDENT_INHERITS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,14 +88,7 @@ _FROM_TEACHER = {
     "netG": "the mobile ResNet with the teacher's blocks for a ResNet teacher, else the teacher's",
     "ngf": "half the teacher's",
     "name": "<teacher folder>_student",
-    **dict.fromkeys(
-        (
-            *("lr", "n_epochs", "n_epochs_decay", "batch_size", "ema_decay"),
-            *("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader"),
-            *("prefetch", "cache_budget_gb", "log_every", "sample_every", "save_every"),
-        ),
-        "the teacher's",
-    ),
+    **dict.fromkeys(STUDENT_INHERITS, "the teacher's"),
 }
 
 
