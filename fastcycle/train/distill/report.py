@@ -38,13 +38,16 @@ def _load_average() -> float | None:
 
 
 @torch.no_grad()
-def translate_images(net: Runner, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
-    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations, padded and cropped
-    back as `fastcycle translate` does."""
+def translate_images(
+    net: Runner | torch.nn.Module, images: list[np.ndarray], device: torch.device, multiple: int
+) -> list[torch.Tensor]:
+    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations by `net` (a runner
+    or a generator), padded to `multiple` (its size multiple) and cropped back as `fastcycle translate`
+    does."""
     out = []
     for img in images:
         x = to_model_range(torch.from_numpy(img.copy()).to(device).permute(2, 0, 1)[None])
-        out.append(to_uint8(run_padded(net, x, net.size_multiple)[0]).cpu())
+        out.append(to_uint8(run_padded(net, x, multiple)[0]).cpu())
     return out
 
 
@@ -86,7 +89,9 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     images, where = held_out_images(run_dir, MAX_IMAGES)
     if images:
         arrays = [img for _, img in images]
-        ours, theirs = (translate_images(nets[k], arrays, device) for k in ("student", "teacher"))
+        ours, theirs = (
+            translate_images(nets[k], arrays, device, nets[k].size_multiple) for k in ("student", "teacher")
+        )
         pairs = list(zip(ours, theirs, strict=True))
         report["held_out"] = {
             "where": where,
