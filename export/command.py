@@ -47,11 +47,34 @@ def _default_images(config: dict | None, checkpoint: str) -> Path | None:
     return None
 
 
+def _checked_inputs(req: ExportRequest, net: torch.nn.Module, config: dict | None) -> list:
+    """The parity check's (label, batch) inputs for `net`, after refusing what its spec rules out: noise
+    for a DCGAN generator, images of --size otherwise."""
+    from fastcycle.export.parity import parity_inputs
+
+    if net.spec.noise:
+        if req.trt or req.aoti or req.dynamic_hw:
+            raise UserError("a DCGAN generator exports to --onnx or --safetensors (noise in, 64x64 out) only")
+        g = torch.Generator().manual_seed(0)
+        return [("random noise", torch.randn(8, net.nz, 1, 1, generator=g))]
+    multiple = net.spec.size_multiple
+    if req.size % multiple:
+        raise UserError(
+            f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
+        )
+    if req.aoti and req.dynamic_hw and not net.spec.resnet:
+        raise UserError(
+            f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
+            "at a fixed --size, or use --onnx --dynamic-hw"
+        )
+    return parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
+
+
 def run_export(req: ExportRequest, say=print, source: GeneratorFile | None = None) -> list[Path]:
     """Write what `req` asks for; returns the written paths. Raises UserError on bad input or parity.
     source: req.checkpoint already read (fastcycle.trained.read_generator_file), not to be read again."""
     from fastcycle.export.onnx import export_onnx, metadata_for
-    from fastcycle.export.parity import check_parity, parity_inputs
+    from fastcycle.export.parity import check_parity
     from fastcycle.runtime import resolve_device
     from fastcycle.trained import read_generator_file
 
@@ -68,23 +91,7 @@ def run_export(req: ExportRequest, say=print, source: GeneratorFile | None = Non
         source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
     net = source.generator(req.direction)  # eval, no grad
     config = source.config  # None for a reference .pth or .safetensors
-    if net.spec.noise:  # a DCGAN generator: checked on noise, no images
-        if req.trt or req.aoti or req.dynamic_hw:
-            raise UserError("a DCGAN generator exports to --onnx or --safetensors (noise in, 64x64 out) only")
-        g = torch.Generator().manual_seed(0)
-        inputs = [("random noise", torch.randn(8, net.nz, 1, 1, generator=g))]
-    else:
-        multiple = net.spec.size_multiple
-        if req.size % multiple:
-            raise UserError(
-                f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
-            )
-        if req.aoti and req.dynamic_hw and not net.spec.resnet:
-            raise UserError(
-                f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
-                "at a fixed --size, or use --onnx --dynamic-hw"
-            )
-        inputs = parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
+    inputs = _checked_inputs(req, net, config)
     written = []
     if req.safetensors:
         from fastcycle.trained import load_generator, save_generator
