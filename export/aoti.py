@@ -24,6 +24,7 @@ from torch import nn
 
 from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
+from fastcycle.runner import UNRECORDED_SIZE_MULTIPLE
 
 MAX_HW = 4096  # largest H and W of a dynamic_hw package (pixels)
 MIN_HW = 8  # smallest: the generator's residual blocks reflect-pad by 1 at H/4, which needs H/4 >= 2
@@ -156,6 +157,7 @@ class AotiRunner:
         h, w = int(meta["fastcycle.height"]), int(meta["fastcycle.width"])
         self.hw = (h, w) if h and w else None  # None: any multiple of 4 in min_hw..max_hw
         self.hw_range = int(meta["fastcycle.min_hw"]), int(meta["fastcycle.max_hw"])
+        self.size_multiple = UNRECORDED_SIZE_MULTIPLE  # the package's metadata does not record it
         size = (
             f"{h}x{w}" if self.hw else f"any HxW (multiples of 4 in {self.hw_range[0]}..{self.hw_range[1]})"
         )

@@ -47,7 +47,7 @@ def open_runner(
         direction, kernels = kw.pop("direction", "AtoB"), kw.pop("kernels", "torch")
         source = read_generator_file(model, direction, kw) if isinstance(model, str | Path) else model
         net = source.generator(direction, kernels)
-        if hasattr(net, "nz"):
+        if net.spec.noise:
             raise UserError(f"{source.path} is a DCGAN: it makes images from noise; use `fastcycle sample`")
         return TorchRunner(net, device, amp_dtype)
     if backend == "onnxruntime":

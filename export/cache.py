@@ -97,16 +97,15 @@ def _export(path, out, backend, direction, device, generator_kw, max_batch, say)
     from fastcycle.trained import read_generator_file
 
     source = read_generator_file(path, direction, generator_kw)  # the one read of the checkpoint
-    net = source.generator(direction)
-    if hasattr(net, "nz"):
+    spec = source.generator(direction).spec
+    if spec.noise:
         raise UserError(f"{path} is a DCGAN: it makes images from noise; use `fastcycle sample`")
-    multiple = getattr(net, "size_multiple", 4)
-    if backend == "aoti" and multiple != 4:
+    if backend == "aoti" and not spec.resnet:
         raise UserError(
             f"--backend aoti needs a package for any image size, which AOTInductor builds for the ResNet "
             f"generators only, not this {source.arch['netG']}; use --backend onnxruntime or torch"
         )
-    size = max(64, multiple)  # parity-check size: small, and a multiple of what the generator needs
+    size = max(64, spec.size_multiple)  # parity-check size: small, and a multiple of what the generator needs
 
     # Exported to write_atomic's temporary file, which is renamed to `out` only once run_export's parity
     # check passed: a found export is a checked one. Its name ends in the backend's suffix, as `out` does.

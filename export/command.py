@@ -89,19 +89,18 @@ def run_export(req: ExportRequest, say: Say = print, source: GeneratorFile | Non
 
 def _inputs(req: ExportRequest, net: torch.nn.Module, config: dict | None) -> Inputs:
     """The parity check's inputs: noise for a DCGAN generator, else images at req.size.
-    UserError for what this generator cannot be exported as."""
-    nz = getattr(net, "nz", None)  # a DCGAN generator: checked on noise, no images
-    if nz:
+    UserError for what this generator's spec rules out."""
+    if net.spec.noise:  # a DCGAN generator: checked on noise, no images
         if req.trt or req.aoti or req.dynamic_hw:
             raise UserError("a DCGAN generator exports to --onnx or --safetensors (noise in, 64x64 out) only")
         g = torch.Generator().manual_seed(0)
-        return [("random noise", torch.randn(8, nz, 1, 1, generator=g))]
-    multiple = getattr(net, "size_multiple", 4)
+        return [("random noise", torch.randn(8, net.nz, 1, 1, generator=g))]
+    multiple = net.spec.size_multiple
     if req.size % multiple:
         raise UserError(
             f"--size {req.size}: this generator ({type(net).__name__}) needs a multiple of {multiple}"
         )
-    if req.aoti and req.dynamic_hw and multiple != 4:
+    if req.aoti and req.dynamic_hw and not net.spec.resnet:
         raise UserError(
             f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
             "at a fixed --size, or use --onnx --dynamic-hw"

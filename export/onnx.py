@@ -104,13 +104,13 @@ def export_onnx(
     model = copy.deepcopy(net).cpu().eval()
     if fp16:
         model = _Fp16(model).eval()
-    nz = getattr(net, "nz", None)  # a DCGAN generator: noise in, 64x64 image out
-    multiple = getattr(net, "size_multiple", 4)
+    nz = net.nz if net.spec.noise else None  # a DCGAN generator: noise in, 64x64 image out
+    multiple = net.spec.size_multiple  # None for DCGAN
     if nz is None and size % multiple:
         raise UserError(f"--size {size} must be a multiple of {multiple} for this generator")
     # With dynamic H and W the example must not sit at one multiple: torch.export specialises a
     # dimension whose example value is 1 (here size / multiple), which would pin a U-Net at one size.
-    side = max(size, 2 * multiple) if dynamic_hw else size
+    side = max(size, 2 * multiple) if dynamic_hw and nz is None else size
     example = torch.zeros(2, nz, 1, 1) if nz else torch.zeros(2, 3, side, side)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims = {0: batch}
@@ -133,7 +133,8 @@ def export_onnx(
         )
     proto = program.model_proto
     info = {"fastcycle.convention": CONVENTION, "fastcycle.dtype": "fp16" if fp16 else "fp32"}
-    info["fastcycle.size_multiple"] = str(multiple)  # what translate pads H and W up to
+    if multiple:
+        info["fastcycle.size_multiple"] = str(multiple)  # what translate pads H and W up to
     info |= {f"fastcycle.{k}": v for k, v in (metadata or {}).items()}
     onnx.helper.set_model_props(proto, info)
     check_graph(proto)

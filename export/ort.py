@@ -13,6 +13,7 @@ import torch
 
 from fastcycle.errors import UserError
 from fastcycle.export.onnx import CONVENTION, INPUT, read_metadata
+from fastcycle.runner import UNRECORDED_SIZE_MULTIPLE
 
 
 def _missing(path: Path, option: str, extra: str = "") -> str:
@@ -61,7 +62,7 @@ class OrtRunner:
         )
         self.note = f"onnxruntime {used}{fallback}, {meta.get('fastcycle.dtype', 'fp32')} model {path.name}"
         self.meta = meta
-        self.size_multiple = int(meta.get("fastcycle.size_multiple", 4))  # models before U-Nets: 4
+        self.size_multiple = int(meta.get("fastcycle.size_multiple", UNRECORDED_SIZE_MULTIPLE))
         # Fixed H and W unless exported with --dynamic-hw: ints here, symbolic names otherwise.
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.hw = [d if isinstance(d, int) else None for d in inputs[0].shape[2:]]

@@ -17,6 +17,7 @@ import torch
 from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
 from fastcycle.export.onnx import INPUT, OUTPUT  # cheap: export/onnx.py imports onnx lazily
+from fastcycle.runner import UNRECORDED_SIZE_MULTIPLE
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -191,6 +192,7 @@ class TrtRunner:
             raise UserError(f"{plan_path} is not a fastcycle generator engine (float32 {INPUT} -> {OUTPUT})")
         lo, _, hi = (tuple(d) for d in self.engine.get_tensor_profile_shape(INPUT, 0))  # (N, 3, H, W) each
         self.batch, self.hw = (lo[0], hi[0]), (lo[2], lo[3])
+        self.size_multiple = UNRECORDED_SIZE_MULTIPLE  # a plan keeps no record of its generator
         self.note = (
             f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)}, "
             f"batch {lo[0]}..{hi[0]} at {lo[2]}x{lo[3]}"

@@ -1,19 +1,14 @@
 """The names each option may take: models, architectures, data policies, runtime modes.
 
-One module without imports, so that the config, the CLI (`fastcycle --help`), the data transforms and
-the models share one list of each without importing torch; the models check their inputs against them.
+A torch-free module (its one import is the torch-free generator table), so that the config, the CLI
+(`fastcycle --help`), the data transforms and the models share one list of each without importing torch;
+the models check their inputs against them.
 """
 
+from fastcycle.generator_specs import GENERATOR_SPECS
+
 MODELS = ("cycle_gan", "pix2pix", "dcgan", "distill")
-GENERATORS = (
-    "resnet_9blocks",
-    "resnet_6blocks",
-    "mobile_resnet_9blocks",
-    "mobile_resnet_6blocks",
-    "unet_256",
-    "unet_128",
-    "dcgan",
-)
+GENERATORS = tuple(GENERATOR_SPECS)  # --netG: the generator table's rows, in its order
 DISCRIMINATORS = ("basic", "n_layers", "pixel", "dcgan")
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")

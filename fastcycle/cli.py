@@ -15,7 +15,7 @@ from fastcycle.choices import DIRECTIONS, GENERATORS, NORMS
 from fastcycle.config import ModelConfig, TrainConfig, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKENDS
-from fastcycle.presets import MODEL_PRESETS, PRESETS
+from fastcycle.presets import MODEL_PRESETS, PRESETS, STUDENT_INHERITS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,12 +122,11 @@ DISTILL_FLAGS = {
     "runtime": ("device", "amp", "amp_dtype", "channels_last", "compile", "kernels", "seed"),
     "run": ("name", "out", "resume", "max_steps", "log_every", "sample_every", "save_every", "tensorboard"),
 }
-_TEACHERS = (*DISTILL_FLAGS["schedule"], *DISTILL_FLAGS["data"], *DISTILL_FLAGS["loader"])
 _FROM_TEACHER = {  # the flags whose default the student takes from its teacher
     "netG": "the mobile ResNet with the teacher's blocks for a ResNet teacher, else the teacher's",
     "ngf": "half the teacher's",
     "name": "<teacher folder>_student",
-    **dict.fromkeys((*_TEACHERS, "log_every", "sample_every", "save_every"), "the teacher's"),
+    **dict.fromkeys(STUDENT_INHERITS, "the teacher's"),
 }
 
 

@@ -28,6 +28,7 @@ from fastcycle.choices import (
     PREPROCESS,
 )
 from fastcycle.errors import UserError
+from fastcycle.generator_specs import GENERATOR_SPECS
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -264,6 +265,16 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
     return float(value) if kind == "float" else value
 
 
+_POSITIVE = (
+    *("ngf", "ndf", "n_layers_D", "load_size", "crop_size", "batch_size", "lr", "log_every", "save_every"),
+    *("n_epochs", "prefetch"),
+)
+_NON_NEGATIVE = (
+    *("n_epochs_decay", "lambda_A", "lambda_B", "lambda_identity", "pool_size", "max_steps", "sample_every"),
+    *("num_workers", "init_gain", "max_dataset_size", "cache_budget_gb"),
+)
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise UserError naming the first inconsistent value; returns cfg for chaining."""
     index = field_index()
@@ -277,39 +288,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise UserError(f"{flag(name)} takes no value or one of: {', '.join(modes)} (got {value!r})")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag(name)} must be a finite number, got {value}")
-    m, d, lo, o, r = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.run
-    positive = {
-        "ngf": m.ngf,
-        "ndf": m.ndf,
-        "n_layers_D": m.n_layers_D,
-        "load_size": d.load_size,
-        "crop_size": d.crop_size,
-        "batch_size": o.batch_size,
-        "lr": o.lr,
-        "log_every": r.log_every,
-        "save_every": r.save_every,
-        "n_epochs": o.n_epochs,
-        "prefetch": d.prefetch,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{flag(name)} must be positive, got {value}")
-    non_negative = {
-        "n_epochs_decay": o.n_epochs_decay,
-        "lambda_A": lo.lambda_A,
-        "lambda_B": lo.lambda_B,
-        "lambda_identity": lo.lambda_identity,
-        "pool_size": lo.pool_size,
-        "max_steps": r.max_steps,
-        "sample_every": r.sample_every,
-        "num_workers": d.num_workers,
-        "init_gain": m.init_gain,
-        "max_dataset_size": d.max_dataset_size,
-        "cache_budget_gb": d.cache_budget_gb,
-    }
-    for name, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"{flag(name)} must be >= 0, got {value}")
+    d, o = cfg.data, cfg.optim
+    values = {name: getattr(getattr(cfg, section), name) for name, (section, _) in index.items()}
+    for name in _POSITIVE:
+        if values[name] <= 0:
+            raise UserError(f"{flag(name)} must be positive, got {values[name]}")
+    for name in _NON_NEGATIVE:
+        if values[name] < 0:
+            raise UserError(f"{flag(name)} must be >= 0, got {values[name]}")
     if not 0.0 <= o.beta1 < 1.0:
         raise UserError(f"--beta1 must be in [0, 1), got {o.beta1}")
     if not 0.0 <= o.ema_decay < 1.0:
@@ -324,25 +310,23 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"--crop-size {d.crop_size} is not a multiple of 4, which the ResNet generator's two "
             "downsamplings need; use e.g. " + str(d.crop_size // 4 * 4)
         )
-    unet = UNET_SIZES.get(m.netG)
-    if unet and (d.preprocess not in CROPPING or d.crop_size % unet):
+    g = GENERATOR_SPECS[cfg.model.netG]
+    if g.family == "unet" and (d.preprocess not in CROPPING or d.crop_size % g.size_multiple):
         raise UserError(
-            f"--netG {m.netG} halves the image {unet.bit_length() - 1} times, so it needs crops that are a "
-            f"multiple of {unet} (--crop-size {d.crop_size}, --preprocess {d.preprocess}); use "
-            f"--crop-size {max(unet, d.crop_size // unet * unet)} with a cropping --preprocess"
+            f"--netG {g.name} halves the image {g.num_downs} times, so it needs crops that are a "
+            f"multiple of {g.size_multiple} (--crop-size {d.crop_size}, --preprocess {d.preprocess}); use "
+            f"--crop-size {max(g.size_multiple, d.crop_size // g.size_multiple * g.size_multiple)} with a "
+            "cropping --preprocess"
         )
     _validate_model(cfg)
     return cfg
 
 
-UNET_SIZES = {"unet_256": 256, "unet_128": 128}  # the U-Nets' total downsampling (2**8, 2**7)
-
-
 def _validate_model(cfg: TrainConfig) -> None:
     """Options that belong to one model family, and the combinations the families need."""
-    m, d, lo, o = cfg.model, cfg.data, cfg.loss, cfg.optim
+    m, d, lo, o, g = cfg.model, cfg.data, cfg.loss, cfg.optim, GENERATOR_SPECS[cfg.model.netG]
     is_dcgan = m.model == "dcgan"
-    if is_dcgan != (m.netG == "dcgan") or is_dcgan != (m.netD == "dcgan"):
+    if is_dcgan != g.noise or is_dcgan != (m.netD == "dcgan"):
         raise UserError(
             "--model dcgan goes with --netG dcgan --netD dcgan and only with them "
             f"(got --model {m.model} --netG {m.netG} --netD {m.netD}); use --preset dcgan"
@@ -371,7 +355,7 @@ def _validate_model(cfg: TrainConfig) -> None:
         raise UserError(f"--model {m.model} has no built-in demo: pass --data DIR ({what})")
     if m.model in ("pix2pix", "dcgan") and d.loader not in ("auto", "torch"):  # gpu-cache, DALI: A and B
         raise UserError(f"--model {m.model} reads its data with --loader torch; drop --loader {d.loader}")
-    if cfg.runtime.kernels == "triton" and not m.netG.startswith("resnet_"):
+    if cfg.runtime.kernels == "triton" and not g.fused_kernels:
         raise UserError(
             f"--kernels triton implements the ResNet generators' layers, not --netG {m.netG}; "
             "use --kernels torch or auto"

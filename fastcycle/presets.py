@@ -79,3 +79,17 @@ PRESETS = {
     "semi_supervised": semi_supervised,
 }
 MODEL_PRESETS = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix", "dcgan": "dcgan"}  # --model's defaults
+
+# The fields a distillation student's config takes from its teacher's (`fastcycle distill`): the
+# discriminator, norm and initialisation, the data and its loading, D's objective, the schedule and the
+# logging cadence. Its other fields are its own defaults, except those derived from the teacher
+# (netG, ngf, the data's path and direction, the run name: fastcycle.train.distill.teacher.student_config);
+# not the runtime choices, which belong to the machine.
+STUDENT_INHERITS = (
+    *("netD", "ndf", "n_layers_D", "norm", "init_type", "init_gain", "nz"),
+    *("preprocess", "load_size", "crop_size", "no_flip", "serial_batches", "max_dataset_size"),
+    *("num_workers", "loader", "prefetch", "cache_budget_gb"),
+    *("gan_mode", "lambda_gp"),
+    *("lr", "beta1", "n_epochs", "n_epochs_decay", "lr_policy", "lr_decay_iters", "batch_size", "ema_decay"),
+    *("log_every", "sample_every", "save_every"),
+)

@@ -1,23 +1,36 @@
 """What every inference backend offers `fastcycle translate` and the benchmarks: a callable on batches.
 
-A runner takes float32 (N, 3, H, W) images in [-1, 1] (H and W multiples of `size_multiple`, 4 unless
-it says otherwise) on `runner.device` and returns the translated batch, float32, same shape, same
-device. The torch runner lives here; the ONNX Runtime, TensorRT and AOTInductor ones in
+A runner takes float32 (N, 3, H, W) images in [-1, 1] (H and W multiples of its `size_multiple`) on
+`runner.device` and returns the translated batch, float32, same shape, same device; `run_padded` feeds
+it images of any size. The torch runner lives here; the ONNX Runtime, TensorRT and AOTInductor ones in
 fastcycle.export, which opens any of them by name (fastcycle.export.backends). Translate's
 decode/encode pipeline is written once, against this protocol, and imports no backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
+
+from fastcycle.config import ModelConfig
+from fastcycle.data.transforms import pad_to_multiple
+from fastcycle.generator_specs import GENERATOR_SPECS
+
+# The size multiple of an exported file that does not record its generator's: the default --netG's, as
+# for a reference .pth given without flags (fastcycle.trained). Such files are TensorRT plans (which
+# keep no metadata), AOTInductor packages and ONNX files exported before U-Net support. A plan or a
+# fixed-size package takes one H x W and checks it on every call, so this multiple only decides which
+# image sizes reach that check.
+UNRECORDED_SIZE_MULTIPLE = GENERATOR_SPECS[ModelConfig.netG].size_multiple
 
 
 class Runner(Protocol):
     name: str  # "torch", "onnxruntime", "tensorrt", "aoti"
     device: torch.device  # where inputs are expected and outputs returned
     note: str  # one line for the log: what it runs on (e.g. "CUDAExecutionProvider, fp16")
+    size_multiple: int  # input H and W must be multiples of this (the generator's, from its spec)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -38,7 +51,7 @@ class TorchRunner:
         self.layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.net = net.to(device, memory_format=self.layout).eval()
         self.device, self.amp_dtype = device, amp_dtype
-        self.size_multiple = getattr(net, "size_multiple", 4)  # what H and W must divide by (U-Net: 2**downs)
+        self.size_multiple = net.spec.size_multiple
         precision = str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
         layout = ", channels-last" if self.layout == torch.channels_last else ""
         self.note = f"torch eager on {device}, {precision}{layout}"
@@ -48,3 +61,11 @@ class TorchRunner:
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return self.net(x).float()
+
+
+def run_padded(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """run(x) for an (N, 3, H, W) batch of any H and W: padded on the bottom and right up to multiples of
+    `multiple` (the generator's size multiple; reflection, fastcycle.data.transforms.pad_to_multiple),
+    so no image is resampled, and the output cropped back to H x W."""
+    h, w = x.shape[2:]
+    return run(pad_to_multiple(x, multiple))[:, :, :h, :w]

@@ -21,9 +21,9 @@ import torch
 from tqdm import tqdm
 
 from fastcycle.data.folders import list_images, load_rgb, save_image
-from fastcycle.data.transforms import pad_to_multiple, to_model_range, to_uint8
+from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
-from fastcycle.runner import Runner
+from fastcycle.runner import Runner, run_padded
 
 
 @dataclass
@@ -51,14 +51,13 @@ def _run(
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size, and with a
     `reverse` runner (the other CycleGAN generator) their reconstructions."""
-    h, w = images[0].shape[:2]
     x = torch.from_numpy(np.stack(images)).to(runner.device, non_blocking=True).permute(0, 3, 1, 2)
     x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
-    y = runner(pad_to_multiple(x, getattr(runner, "size_multiple", 4)))[:, :, :h, :w]
+    y = run_padded(runner, x, runner.size_multiple)
     out = list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
     if reverse is None:
         return out, None
-    rec = reverse(pad_to_multiple(y.to(reverse.device), getattr(reverse, "size_multiple", 4)))[:, :, :h, :w]
+    rec = run_padded(reverse, y.to(reverse.device), reverse.size_multiple)
     return out, list(to_uint8(rec).permute(0, 2, 3, 1).cpu().numpy())
 
 

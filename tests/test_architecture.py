@@ -92,6 +92,7 @@ LAYERS = [
             "fastcycle",
             "fastcycle.errors",
             "fastcycle.atomic",
+            "fastcycle.generator_specs",
             "fastcycle.choices",
             "fastcycle.config",
             "fastcycle.presets",

@@ -79,7 +79,9 @@ def distill(teacher_run: Path, out: Path, direction: str | None = "AtoB", **over
 def _psnr_vs_teacher(student: torch.nn.Module, teacher: torch.nn.Module, run: Path) -> float:
     """Mean PSNR (dB) of the student's translations against the teacher's on the held-out images."""
     images = [img for _, img in held_out_images(run)[0]]
-    s, t = (torch.stack(translate_images(net, images, CPU)) for net in (student, teacher))
+    s, t = (
+        torch.stack(translate_images(net, images, CPU, net.spec.size_multiple)) for net in (student, teacher)
+    )
     return psnr(s, t).mean().item()
 
 

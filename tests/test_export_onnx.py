@@ -13,6 +13,7 @@ from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS, check_graph, export_onnx, read_metadata
 from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
+from fastcycle.generator_specs import GENERATOR_SPECS
 from fastcycle.models import build_generator
 from fastcycle.runner import TorchRunner
 from fastcycle.train import train
@@ -115,6 +116,8 @@ def test_a_failed_export_leaves_the_good_file(trained, tmp_path):
     good.write_bytes((root / "g.onnx").read_bytes())
 
     class Broken(torch.nn.Module):
+        spec = GENERATOR_SPECS["resnet_6blocks"]  # what export asks a generator before tracing it
+
         def forward(self, x):
             raise RuntimeError("broken")
 

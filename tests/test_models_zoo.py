@@ -8,7 +8,6 @@ from fastcycle.models import (
     DCGANDiscriminator,
     DCGANGenerator,
     NLayerDiscriminator,
-    ResnetGenerator,
     UnetGenerator,
     build_discriminator,
     build_generator,
@@ -81,10 +80,27 @@ def test_auxiliary_classifier_head_trains():
 
 
 def test_size_multiples():
-    assert build_generator("unet_256", ngf=4).size_multiple == 256
-    assert build_generator("unet_128", ngf=4).size_multiple == 128
-    assert UnetGenerator(num_downs=6, ngf=4).size_multiple == 64
-    assert ResnetGenerator.size_multiple == 4 and build_generator("resnet_6blocks", ngf=4).size_multiple == 4
+    assert build_generator("unet_256", ngf=4).spec.size_multiple == 256
+    assert build_generator("unet_128", ngf=4).spec.size_multiple == 128
+    assert build_generator("resnet_6blocks", ngf=4).spec.size_multiple == 4
+    assert build_generator("mobile_resnet_6blocks", ngf=4).spec.size_multiple == 4
+    assert build_generator("dcgan", ngf=4).spec.size_multiple is None  # noise in, no image size
+
+
+@pytest.mark.parametrize("name", ["unet_128", "resnet_6blocks"])
+def test_the_size_multiple_is_what_the_network_takes(name):
+    """At multiples of spec.size_multiple the output has the input's shape; half a multiple more, not
+    (the U-Net's skip concatenation fails, the ResNet's upsampling overshoots)."""
+    g = build_generator(name, ngf=2, norm="batch").eval()
+    m = g.spec.size_multiple
+    side = max(m, 16)  # a multiple of m whose H/4 leaves the ResNet blocks' reflect padding room
+    with torch.no_grad():
+        assert g(torch.zeros(1, 3, side, 2 * side)).shape == (1, 3, side, 2 * side)
+        try:
+            shape = g(torch.zeros(1, 3, side + m // 2, side)).shape
+        except RuntimeError:
+            shape = None
+    assert shape != (1, 3, side + m // 2, side)
 
 
 def test_unet_batch_norm_dropout_trains_at_256():

@@ -17,8 +17,9 @@ from torch import nn
 
 from fastcycle.atomic import write_folder_atomic
 from fastcycle.data.folders import list_images
-from fastcycle.data.transforms import pad_to_multiple, to_model_range, to_uint8
+from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.models import eval_mode
+from fastcycle.runner import run_padded
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "ihc.png")
 TILE = 80  # tile side; training crops 64x64 out of it (random crop = more distinct samples)
@@ -97,14 +98,12 @@ def evaluate(G_AB: nn.Module, root: Path, device: torch.device, amp_dtype: torch
     a = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for p in paths])
     fa = torch.from_numpy(f(a.numpy())).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
     a = a.permute(0, 3, 1, 2)
-    h, w = a.shape[2:]
-    multiple = getattr(G_AB, "size_multiple", 4)
     outs = []
     with eval_mode(G_AB):
         for chunk in a.split(16):
-            x = pad_to_multiple(to_model_range(chunk.to(device)), multiple)
+            x = to_model_range(chunk.to(device))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outs.append(to_uint8(G_AB(x)[:, :, :h, :w]).cpu())
+                outs.append(to_uint8(run_padded(G_AB, x, G_AB.spec.size_multiple)).cpu())
     return psnr(torch.cat(outs), fa).mean().item(), psnr(a, fa).mean().item()
 
 

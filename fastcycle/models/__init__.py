@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from torch import nn
 
 from fastcycle.choices import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
+from fastcycle.generator_specs import GENERATOR_SPECS
 from fastcycle.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastcycle.models.discriminators import NLayerDiscriminator, PixelDiscriminator
 from fastcycle.models.fused import check_kernels
@@ -14,11 +15,6 @@ from fastcycle.models.init import init_weights
 from fastcycle.models.mobile import MobileResnetBlock, MobileResnetGenerator
 from fastcycle.models.unet import UnetGenerator, UnetSkipConnectionBlock
 
-N_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # ResNet generator name -> residual blocks
-# GAN Compression's mobile ResNet generators (depthwise-separable residual blocks) -> residual blocks
-MOBILE_N_BLOCKS = {"mobile_resnet_9blocks": 9, "mobile_resnet_6blocks": 6}
-NUM_DOWNS = {"unet_256": 8, "unet_128": 7}  # U-Net generator name -> stride-2 downsamplings
-assert (*N_BLOCKS, *MOBILE_N_BLOCKS, *NUM_DOWNS, "dcgan") == GENERATORS
 CLASSIFYING_DISCRIMINATORS = ("basic", "n_layers")  # the ones that take an auxiliary head (n_classes)
 
 __all__ = [
@@ -26,10 +22,7 @@ __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
     "INIT_TYPES",
-    "MOBILE_N_BLOCKS",
     "NORMS",
-    "NUM_DOWNS",
-    "N_BLOCKS",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "MobileResnetBlock",
@@ -73,11 +66,12 @@ def build_generator(
     kernels: str = "torch",
     nz: int = 100,
 ) -> nn.Module:
-    """A freshly initialised generator.
+    """A freshly initialised generator, its row of the generator table (fastcycle.generator_specs) as
+    `net.spec`: what its input must be (`net.spec.size_multiple`, `net.spec.noise`).
 
     `resnet_9blocks` / `resnet_6blocks`: image -> image, H and W multiples of 4 (256x256 by default).
     `mobile_resnet_9blocks` / `mobile_resnet_6blocks`: the same with depthwise-separable residual blocks.
-    `unet_256` / `unet_128`: image -> image, H and W multiples of 256 / 128 (`net.size_multiple`).
+    `unet_256` / `unet_128`: image -> image, H and W multiples of 256 / 128.
     `dcgan`: noise (N, nz, 1, 1) or (N, nz) -> (N, output_nc, 64, 64); input_nc and dropout do not apply.
 
     kernels="triton" runs a ResNet generator on fastcycle's fused Triton kernels, with the same
@@ -90,16 +84,18 @@ def build_generator(
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     check_kernels(kernels)
-    if name in N_BLOCKS:
+    spec = GENERATOR_SPECS[name]
+    if spec.family == "resnet":
         net = ResnetGenerator(
-            input_nc, output_nc, ngf, norm, dropout, n_blocks=N_BLOCKS[name], kernels=kernels
+            input_nc, output_nc, ngf, norm, dropout, n_blocks=spec.n_blocks, kernels=kernels
         )
-    elif name in MOBILE_N_BLOCKS:
-        net = MobileResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=MOBILE_N_BLOCKS[name])
-    elif name in NUM_DOWNS:
-        net = UnetGenerator(input_nc, output_nc, NUM_DOWNS[name], ngf, norm, dropout)
+    elif spec.family == "mobile_resnet":
+        net = MobileResnetGenerator(input_nc, output_nc, ngf, norm, dropout, n_blocks=spec.n_blocks)
+    elif spec.family == "unet":
+        net = UnetGenerator(input_nc, output_nc, spec.num_downs, ngf, norm, dropout)
     else:
         net = DCGANGenerator(nz, ngf, output_nc, norm)
+    net.spec = spec
     return init_weights(net, init_type, init_gain)
 
 

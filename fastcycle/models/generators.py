@@ -46,8 +46,6 @@ class ResnetGenerator(nn.Module):
     Input height and width must be multiples of 4 (two stride-2 downsamplings); outputs are in [-1, 1].
     """
 
-    size_multiple = 4  # input height and width must be multiples of this
-
     def __init__(
         self,
         input_nc: int = 3,

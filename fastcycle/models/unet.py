@@ -69,7 +69,7 @@ class UnetGenerator(nn.Module):
     """num_downs stride-2 downsamplings to a 1x1 bottleneck and back, with skip connections.
 
     unet_256 is num_downs=8, unet_128 num_downs=7. Input height and width must be multiples of
-    2**num_downs (`size_multiple`); with instance norm they must also be at least 2**num_downs, since the
+    2**num_downs; with instance norm they must also be at least 2**num_downs, since the
     innermost norm needs more than one pixel. Outputs are in [-1, 1]. With dropout, the num_downs - 5
     middle ngf*8 blocks end in Dropout(0.5), as in the reference.
     """
@@ -95,11 +95,6 @@ class UnetGenerator(nn.Module):
         self.model = UnetSkipConnectionBlock(
             output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm
         )
-
-    @property
-    def size_multiple(self) -> int:
-        """Input height and width must be multiples of this."""
-        return 2**self.num_downs
 
     def forward(self, x):  # (N, input_nc, H, W) in [-1, 1] -> (N, output_nc, H, W)
         return self.model(x)

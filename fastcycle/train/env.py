@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from fastcycle.config import TrainConfig
-from fastcycle.models import N_BLOCKS
+from fastcycle.generator_specs import GENERATOR_SPECS
 from fastcycle.runtime import Precision, resolve_kernels, resolve_precision
 from fastcycle.train.distributed import DistInfo
 
@@ -27,7 +27,7 @@ class RunEnv:
 def model_kernels(cfg: TrainConfig, kernels: str, note: str) -> tuple[str, str]:
     """The resolved --kernels for this config: the fused Triton kernels implement the ResNet
     generator's layers only, so other generators run on torch's (cuDNN) layers."""
-    if kernels == "torch" or cfg.model.netG in N_BLOCKS:  # N_BLOCKS: the ResNet generators
+    if kernels == "torch" or GENERATOR_SPECS[cfg.model.netG].fused_kernels:
         return kernels, note
     # --kernels auto (validate() refuses --kernels triton with other generators)
     return "torch", f"kernels: torch (the fused kernels cover the ResNet generators, not {cfg.model.netG})"

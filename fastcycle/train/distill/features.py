@@ -19,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastcycle.generator_specs import GENERATOR_SPECS
 from fastcycle.models import (
-    MOBILE_N_BLOCKS,
-    N_BLOCKS,
-    NUM_DOWNS,
     MobileResnetBlock,
     ResnetBlock,
     ResnetGenerator,
@@ -33,9 +31,10 @@ from fastcycle.models import (
 
 def layout_of(netG: str) -> str | None:
     """'resnet' (dense or mobile), 'unet', or None for a generator without tap points (DCGAN)."""
-    if netG in N_BLOCKS or netG in MOBILE_N_BLOCKS:
+    spec = GENERATOR_SPECS[netG]
+    if spec.resnet:
         return "resnet"
-    return "unet" if netG in NUM_DOWNS else None
+    return "unet" if spec.family == "unet" else None
 
 
 def tap_points(net: nn.Module) -> list[str]:

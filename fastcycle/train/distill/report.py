@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fastcycle.atomic import write_atomic
 from fastcycle.config import TrainConfig
 from fastcycle.data import demo
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
-from fastcycle.runner import Runner, TorchRunner
+from fastcycle.runner import Runner, TorchRunner, run_padded
 from fastcycle.train.distill.data import held_out_images
 from fastcycle.train.distill.measure import generator_cost, images_per_second, ssim
 from fastcycle.train.distill.teacher import load_teacher, teacher_generator
@@ -39,18 +38,16 @@ def _load_average() -> float | None:
 
 
 @torch.no_grad()
-def translate_images(net: Runner, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
-    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations: H and W
-    reflect-padded to the generator's multiple (4; 2**downs for a U-Net) and cropped back, as
-    `fastcycle translate` does."""
-    multiple = getattr(net, "size_multiple", 4)
+def translate_images(
+    net: Runner | torch.nn.Module, images: list[np.ndarray], device: torch.device, multiple: int
+) -> list[torch.Tensor]:
+    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations by `net` (a runner
+    or a generator), padded to `multiple` (its size multiple) and cropped back as `fastcycle translate`
+    does."""
     out = []
     for img in images:
-        h, w = img.shape[:2]
         x = to_model_range(torch.from_numpy(img.copy()).to(device).permute(2, 0, 1)[None])
-        ph, pw = -h % multiple, -w % multiple
-        mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
-        out.append(to_uint8(net(F.pad(x, (0, pw, 0, ph), mode=mode))[0, :, :h, :w]).cpu())
+        out.append(to_uint8(run_padded(net, x, multiple)[0]).cpu())
     return out
 
 
@@ -70,7 +67,7 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     del state
     # The generators as `fastcycle translate` runs them (TorchRunner: eager, no autograd).
     nets = {"teacher": TorchRunner(teacher, device), "student": TorchRunner(student.generator(), device)}
-    multiple = max(getattr(net, "size_multiple", 4) for net in nets.values())
+    multiple = max(net.size_multiple for net in nets.values())
     if size % multiple:
         raise UserError(f"--report-size {size}: these generators take multiples of {multiple}")
     report: dict = {"run": str(run_dir), "teacher_path": cfg.distill.teacher, "direction": direction}
@@ -92,7 +89,9 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     images, where = held_out_images(run_dir, MAX_IMAGES)
     if images:
         arrays = [img for _, img in images]
-        ours, theirs = (translate_images(nets[k], arrays, device) for k in ("student", "teacher"))
+        ours, theirs = (
+            translate_images(nets[k], arrays, device, nets[k].size_multiple) for k in ("student", "teacher")
+        )
         pairs = list(zip(ours, theirs, strict=True))
         report["held_out"] = {
             "where": where,

@@ -1,33 +1,25 @@
 """The teacher of a distillation: a finished fastcycle CycleGAN or pix2pix run, identified by its
 checkpoint's path and checksum, the networks taken from it, and the student's config derived from it.
 
-A student inherits the teacher's data and loader options, preprocessing, norm, initialisation and
-schedule (epochs, lr, batch, EMA), not its runtime choices (device, --amp, --compile, seed), so
-`fastcycle distill --teacher RUN --direction AtoB` needs no other flag. Its own defaults are the
-student architecture (the mobile ResNet with the teacher's block count for a ResNet teacher, the same
-U-Net for a U-Net teacher) at half the teacher's filters, GAN Compression's choice for horse2zebra
+A student takes the fields fastcycle.presets.STUDENT_INHERITS names from its teacher's config (data,
+schedule, norm, ...; not the runtime choices), so `fastcycle distill --teacher RUN --direction AtoB`
+needs no other flag. Its architecture is derived from the teacher's: the generator's mobile counterpart
+(fastcycle.generator_specs) at half the teacher's filters, GAN Compression's choice for horse2zebra
 (ngf 64 -> 32)."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, load_weights, safe_load
-from fastcycle.config import (
-    DistillConfig,
-    LossConfig,
-    RunConfig,
-    RuntimeConfig,
-    TrainConfig,
-    apply_overrides,
-    validate,
-)
+from fastcycle.config import DistillConfig, TrainConfig, apply_overrides, field_index, validate
 from fastcycle.errors import UserError
-from fastcycle.models import MOBILE_N_BLOCKS, N_BLOCKS, build_discriminator
+from fastcycle.generator_specs import GENERATOR_SPECS
+from fastcycle.models import build_discriminator
+from fastcycle.presets import STUDENT_INHERITS
 from fastcycle.train.distill.features import layout_of
 from fastcycle.train.distill.measure import generator_cost
 from fastcycle.trained import generator_from_checkpoint
@@ -78,13 +70,13 @@ def read_teacher(source: str | Path) -> Teacher:
 
 def default_student(netG: str) -> str:
     """The mobile ResNet with the teacher's block count for a ResNet teacher; else the same generator."""
-    blocks = N_BLOCKS.get(netG) or MOBILE_N_BLOCKS.get(netG)
-    return f"mobile_resnet_{blocks}blocks" if blocks else netG
+    return GENERATOR_SPECS[netG].mobile or netG
 
 
 def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> TrainConfig:
-    """The distillation's full config: the teacher's data and schedule, the student's defaults, then
-    the command line's overrides (names as in fastcycle.config). UserError for what cannot be distilled."""
+    """The distillation's full config: the student's defaults, the fields STUDENT_INHERITS names taken
+    from the teacher, the ones derived from it, then the command line's overrides (names as in
+    fastcycle.config). UserError for what cannot be distilled."""
     t = teacher.config
     if teacher.family == "cycle_gan":
         if direction is None:
@@ -97,23 +89,15 @@ def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> 
             f"--teacher {teacher.path.parent} is a pix2pix run, whose generator translates "
             f"{t.data.direction} only; drop --direction {direction}"
         )
-    cfg = copy.deepcopy(t)
-    ngf = max(t.model.ngf // 2, 1)
-    cfg.model = replace(t.model, model="distill", netG=default_student(t.model.netG), ngf=ngf, dropout=False)
-    cfg.model.aux_classifier = False  # the teacher's class heads are not distilled
-    data = t.data.data and str(Path(t.data.data).resolve())  # the student may run from another folder
-    cfg.data = replace(
-        t.data, data=data, direction=direction or t.data.direction, labels_A=None, labels_B=None
-    )
-    cfg.loss = LossConfig(gan_mode=t.loss.gan_mode, lambda_gp=t.loss.lambda_gp)  # the optional D's objective
-    cfg.optim = replace(t.optim, epoch_count=1)
-    cfg.runtime = RuntimeConfig()  # the machine's choices, not the model's: the teacher's may not apply here
-    cfg.run = RunConfig(
-        name=f"{teacher.path.parent.name}_student",
-        log_every=t.run.log_every,
-        sample_every=t.run.sample_every,
-        save_every=t.run.save_every,
-    )
+    cfg, index = TrainConfig(), field_index()
+    for name in STUDENT_INHERITS:
+        section = index[name][0]
+        setattr(getattr(cfg, section), name, getattr(getattr(t, section), name))
+    cfg.model.model, cfg.model.netG = "distill", default_student(t.model.netG)
+    cfg.model.ngf = max(t.model.ngf // 2, 1)
+    cfg.data.data = t.data.data and str(Path(t.data.data).resolve())  # the student may run from elsewhere
+    cfg.data.direction = direction or t.data.direction
+    cfg.run.name = f"{teacher.path.parent.name}_student"
     cfg.distill = DistillConfig(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
     validate(apply_overrides(cfg, overrides))
     _check_pair(cfg, t)
@@ -123,7 +107,7 @@ def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> 
 def _check_pair(cfg: TrainConfig, t: TrainConfig) -> None:
     """The student must be cheaper than the teacher, and feature distillation needs matching layouts."""
     s, size = cfg.model, cfg.data.crop_size
-    if s.netG == "dcgan":
+    if GENERATOR_SPECS[s.netG].noise:
         raise UserError("--netG dcgan makes images from noise; a student translates images like its teacher")
     macs_s = generator_cost(s.netG, s.ngf, s.norm, size)[1]
     macs_t = generator_cost(t.model.netG, t.model.ngf, t.model.norm, size)[1]
