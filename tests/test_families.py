@@ -31,7 +31,7 @@ from fastcycle.runtime import resolve_precision
 from fastcycle.sample import generate
 from fastcycle.train import CycleGAN, train
 from fastcycle.train.families import build_model
-from fastcycle.train.step import LOSS_NAMES
+from fastcycle.train.cyclegan import LOSS_NAMES
 from fastcycle.trained import load_generator
 from fastcycle.translate import translate_folder
 from tests.conftest import write_images

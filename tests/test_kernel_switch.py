@@ -17,7 +17,7 @@ from fastcycle.models import build_generator
 from fastcycle.models.fused import FusedInstanceNorm2d, ReflectConv2d
 from fastcycle.runtime import resolve_kernels, resolve_precision
 from fastcycle.train import CycleGAN
-from fastcycle.train.step import LOSS_NAMES
+from fastcycle.train.cyclegan import LOSS_NAMES
 from tests import reference
 from tests.conftest import DEVICE
 from tests.test_train import tiny

@@ -25,7 +25,7 @@ def model_family(cfg: TrainConfig) -> type[GANModel]:
         from fastcycle.train.distill.model import Distiller
 
         return Distiller
-    from fastcycle.train.step import CycleGAN
+    from fastcycle.train.cyclegan import CycleGAN
 
     return CycleGAN
 
