@@ -22,10 +22,8 @@ from fastcycle.data.scan import scan_domain
 from fastcycle.losses import class_loss, gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator, eval_mode
 from fastcycle.pool import ImagePool
-from fastcycle.runtime import Precision
 from fastcycle.train.data import DataSource, class_labels, log_scans, spec_fields
-from fastcycle.train.distributed import DistInfo
-from fastcycle.train.env import RunEnv
+from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.gan import GANModel
 from fastcycle.train.runlog import log
 from fastcycle.train.samples import save_cycle_grid
@@ -41,19 +39,18 @@ class CycleGAN(GANModel):
     def __init__(
         self,
         cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
+        env: ModelEnv,
+        *,
         labels: tuple[torch.Tensor, torch.Tensor] | None = None,
         n_classes: int = 0,
     ):
-        """labels: with --aux-classifier, (n_A,) and (n_B,) int64 class of each scanned file (-1: none)."""
+        """labels, n_classes: with --aux-classifier, (n_A,) and (n_B,) int64 class of each scanned file
+        (-1: none) and how many classes, from the DataSource (CycleGAN.open_data)."""
         self.aux, self.n_classes = cfg.model.aux_classifier, n_classes
-        super().__init__(cfg, device, precision, kernels, dist_info)
+        super().__init__(cfg, env)
         lo = cfg.loss
         if self.aux:
-            self.labels_A, self.labels_B = (t.to(device) for t in labels)
+            self.labels_A, self.labels_B = (t.to(env.device) for t in labels)
         names = [*LOSS_NAMES]
         if lo.gan_mode == "wgangp":
             names += ["gp_A", "gp_B"]

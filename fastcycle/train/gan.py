@@ -19,11 +19,10 @@ from fastcycle.config import ModelConfig, TrainConfig, parse_label_smoothing
 from fastcycle.data.contract import Batch
 from fastcycle.errors import UserError
 from fastcycle.losses import gradient_penalty
-from fastcycle.runtime import Precision
 from fastcycle.train.data import DataSource
-from fastcycle.train.distributed import DistInfo, any_rank, sync_batchnorm, wrap
+from fastcycle.train.distributed import any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
-from fastcycle.train.env import RunEnv
+from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.schedule import build_scheduler, step_scheduler
 
 
@@ -34,21 +33,14 @@ class GANModel:
     # --init-weights from a reference checkpoints folder: our name -> the reference's file stem.
     reference_files: ClassVar[dict[str, str]] = {}
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
-    ):
-        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers;
-        dist_info: this process's rank under torchrun (fastcycle.train.distributed)."""
-        self.dist = dist_info or DistInfo()
-        self.cfg, self.device, self.precision = cfg, device, precision
-        m, o = cfg.model, cfg.optim
+    def __init__(self, cfg: TrainConfig, env: ModelEnv):
+        """env: the device, the precision, the resolved --kernels choice (torch or triton) for the
+        generators' layers, and this process's rank under torchrun (fastcycle.train.distributed)."""
+        self.cfg, self.env = cfg, env
+        self.device, self.precision, self.dist = env.device, env.precision, env.dist
+        device, m, o = env.device, cfg.model, cfg.optim
         torch.manual_seed(cfg.runtime.seed)  # the networks' initial weights
-        self.nets = self.build_nets(m, kernels)
+        self.nets = self.build_nets(m, env.kernels)
         if m.norm == "batch":
             self.nets = {k: sync_batchnorm(v, self.dist, device) for k, v in self.nets.items()}
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
@@ -68,7 +60,7 @@ class GANModel:
         )
         self.sched_G = build_scheduler(self.opt_G, o)
         self.sched_D = build_scheduler(self.opt_D, o) if self.opt_D is not None else None
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=env.precision.needs_scaler)
         self.real_range = parse_label_smoothing(cfg.loss.label_smoothing)
         # plateau's metric: the epoch's generator loss, summed on the device (read once per epoch).
         self._epoch_loss = torch.zeros((), device=device)

@@ -22,7 +22,6 @@ from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_generator, init_weights
-from fastcycle.runtime import Precision
 from fastcycle.train.data import DataSource
 from fastcycle.train.distill.data import open_student_data
 from fastcycle.train.distill.features import (
@@ -33,33 +32,25 @@ from fastcycle.train.distill.features import (
     tap_shapes,
 )
 from fastcycle.train.distill.teacher import load_teacher, teacher_discriminator, teacher_generator
-from fastcycle.train.distributed import DistInfo
-from fastcycle.train.env import RunEnv
+from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.gan import GANModel
 from fastcycle.train.samples import save_distill_grid
 
 
 class Distiller(GANModel):
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
-    ):
+    def __init__(self, cfg: TrainConfig, env: ModelEnv):
         di = cfg.distill
         self._teacher_state, self._teacher_cfg = load_teacher(cfg)  # read once, checksum checked
         self.conditional = self._teacher_cfg.model.model == "pix2pix"  # D judges (input, output) pairs
         self.features, self.gan = di.lambda_distill > 0, di.lambda_gan > 0
         self.generators = ("G", "A") if self.features else ("G",)
         self.discriminators = ("D",) if self.gan else ()
-        super().__init__(cfg, device, precision, kernels, dist_info)
+        super().__init__(cfg, env)
         self.ema.pop("A", None)  # the adapters serve training only
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
         self.teacher = teacher_generator(
-            self._teacher_state, self._teacher_cfg, cfg.data.direction, kernels, di.teacher
-        ).to(device, memory_format=memory_format)
+            self._teacher_state, self._teacher_cfg, cfg.data.direction, env.kernels, di.teacher
+        ).to(env.device, memory_format=memory_format)
         del self._teacher_state  # the teacher's optimizer state and other networks are not needed
         if cfg.runtime.compile:
             self.teacher.compile(dynamic=False, fullgraph=True)  # as the student (GANModel)
