@@ -26,6 +26,7 @@ speed-up over `reference` measured in the same run.
 import copy
 import functools
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,13 +70,12 @@ class ReferenceStep:
     its netG_A, D_B its netD_A). The networks are fastcycle's, which are the reference's modules."""
 
     def __init__(self, model: CycleGAN):
-        self.m, lo = model, model.cfg.loss
+        self.m, lo = SimpleNamespace(**model.nets), model.cfg.loss  # the networks by name: m.G_AB
         self.lo = lo
         adam = dict(lr=model.cfg.optim.lr, betas=(model.cfg.optim.beta1, 0.999))  # default implementation
-        self.opt_G = torch.optim.Adam(
-            itertools.chain(model.G_AB.parameters(), model.G_BA.parameters()), **adam
-        )
-        self.opt_D = torch.optim.Adam(itertools.chain(model.D_A.parameters(), model.D_B.parameters()), **adam)
+        m = self.m
+        self.opt_G = torch.optim.Adam(itertools.chain(m.G_AB.parameters(), m.G_BA.parameters()), **adam)
+        self.opt_D = torch.optim.Adam(itertools.chain(m.D_A.parameters(), m.D_B.parameters()), **adam)
         self.pool_A, self.pool_B = ImagePool(lo.pool_size, 1), ImagePool(lo.pool_size, 2)
 
     def _backward_D(self, D, real, fake):

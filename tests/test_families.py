@@ -440,10 +440,10 @@ def test_wgangp_with_compiled_networks(aot_eager):
     through compiled networks: what decides whether it works is Dynamo and AOTAutograd, which aot_eager
     runs as Inductor would; test_compile.py compiles these networks with Inductor."""
     model = CycleGAN(tiny(gan_mode="wgangp", compile=True, lambda_identity=0.0), model_env())
-    before = [p.detach().clone() for p in model.D_A.parameters()]
+    before = [p.detach().clone() for p in model.nets["D_A"].parameters()]
     losses, _ = model.train_step(*_batch())
     assert all(torch.isfinite(v) for v in losses.values()) and losses["gp_A"] > 0 and losses["gp_B"] > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.D_A.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.nets["D_A"].parameters(), strict=True))
 
 
 # --- a tiny CycleGAN run: --tensorboard, plot, translate --html, --init-weights ---------------------------
@@ -527,7 +527,8 @@ def test_init_weights_from_a_reference_folder(tmp_path):
     model = build_model(tiny(init_weights=str(tmp_path)), model_env())
     for name, net in model.nets.items():
         assert _same_weights(net, source.nets[name].state_dict()), name
-    assert not _same_weights(model.D_A, source.D_B.state_dict())  # the two Ds differ: a swap would show
+    # the two Ds differ: a swap would show
+    assert not _same_weights(model.nets["D_A"], source.nets["D_B"].state_dict())
 
 
 def test_init_weights_from_another_family_is_refused(cycle, dc, tmp_path):

@@ -18,7 +18,7 @@ from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights,
 from fastcycle.config import ModelConfig, TrainConfig, parse_label_smoothing
 from fastcycle.data.contract import Batch
 from fastcycle.errors import UserError
-from fastcycle.losses import gradient_penalty
+from fastcycle.losses import class_loss, gan_loss, gradient_penalty
 from fastcycle.train.data import DataSource
 from fastcycle.train.distributed import any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
@@ -27,7 +27,6 @@ from fastcycle.train.schedule import build_scheduler, step_scheduler
 
 
 class GANModel:
-    loss_names: tuple[str, ...] = ()  # in the order of the progress line and metrics.jsonl
     generators: tuple[str, ...] = ()  # names in `nets` trained by opt_G (and kept as EMA)
     discriminators: tuple[str, ...] = ()  # trained by opt_D
     # --init-weights from a reference checkpoints folder: our name -> the reference's file stem.
@@ -74,13 +73,18 @@ class GANModel:
                 # In place, so state-dict keys stay free of `_orig_mod.`; static shapes, since a step
                 # uses just two batch sizes per network.
                 net.compile(dynamic=False, fullgraph=True)
-        # Under torchrun: DDP wrappers, called first in each backward pass (fastcycle.train.distributed).
-        self.wrapped = wrap(self.nets, self.dist, device)
-        for name, net in self.nets.items():  # each network by its name too: self.G_AB, self.D
-            setattr(self, name, net)
+        # Under torchrun: DDP wrappers, which `_net` hands out (fastcycle.train.distributed).
+        self._wrapped = wrap(self.nets, self.dist, device)
+        self._called: set[str] = set()  # networks called since the last backward pass
 
     def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         """The family's freshly initialised networks by name (generators and discriminators)."""
+        raise NotImplementedError
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        """The losses `train_step` returns under this config's options, in the order of the progress
+        line and metrics.jsonl (a name the step did not compute is left out there)."""
         raise NotImplementedError
 
     @classmethod
@@ -98,15 +102,25 @@ class GANModel:
         return torch.autocast(self.device.type, dtype=self.precision.dtype)
 
     def _calls(self, name: str, *xs: torch.Tensor) -> list:
-        """nets[name](x) for each x, as one batched call where the norm allows. The first call goes
-        through the DDP wrapper when distributed; the rest use the module (see distributed.py).
-        A network with two outputs (a discriminator with a class head) gives a tuple per x."""
+        """nets[name](x) for each x, as one batched call where the norm allows: the one way a step
+        calls a network. A network with two outputs (a discriminator with a class head) gives a tuple
+        per x."""
         if self.concat_calls and len(xs) > 1:
-            out = self.wrapped[name](torch.cat(xs))
+            out = self._net(name)(torch.cat(xs))
             if isinstance(out, tuple):
                 return list(zip(*(t.chunk(len(xs)) for t in out), strict=True))
             return list(out.chunk(len(xs)))
-        return [self.wrapped[name](xs[0]), *(self.nets[name](x) for x in xs[1:])]
+        return [self._net(name)(x) for x in xs]
+
+    def _net(self, name: str) -> nn.Module:
+        """What runs network `name` now: under torchrun its DDP wrapper for its first call in a backward
+        pass, the module for its further calls there (their gradients join the same leaves, which
+        DDP reduces once) and while it is frozen (no gradient to reduce); see distributed.py."""
+        net = self.nets[name]
+        if name in self._called or not any(p.requires_grad for p in net.parameters()):
+            return net
+        self._called.add(name)
+        return self._wrapped[name]
 
     def _penalty(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """lambda_gp x WGAN-GP penalty of discriminator `name`. `forward` runs the module eagerly even
@@ -120,9 +134,64 @@ class GANModel:
 
         return gradient_penalty(critic, real, fake) * self.cfg.loss.lambda_gp
 
+    def _freeze_discriminators(self) -> None:
+        """Before the generators' loss, which needs D's input gradients but not its weights'."""
+        for name in self.discriminators:
+            self.nets[name].requires_grad_(False)
+
+    def _discriminator_step(
+        self,
+        judged: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        scale: float = 0.5,
+        labels: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
+        """Each discriminator of `judged` (name -> its real and its fake batch) learns to tell them apart;
+        then backward and the guarded step of opt_D. Returns each one's losses by kind and the skip flag.
+
+        The kinds: the GAN loss on the reals ("D_real") and on the fakes ("D_fake"), each times `scale`
+        (the reference halves them to slow D relative to G; DCGAN does not), with wgangp lambda_gp x the
+        WGAN-GP penalty ("gp"), with a class head lambda_cls x the class loss of the reals ("cls",
+        against `labels[name]`, their classes; a fake teaches the head nothing).
+        """
+        lo = self.cfg.loss
+        for name in self.discriminators:
+            self.nets[name].requires_grad_(True)
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        with self.autocast():
+            for name, (real, fake) in judged.items():
+                pred_real, pred_fake = self._calls(name, real, fake)
+                part = parts[name] = {}
+                if isinstance(pred_real, tuple):  # (logits, class logits): a discriminator with a class head
+                    (pred_real, cls_real), (pred_fake, _) = pred_real, pred_fake
+                    part["cls"] = class_loss(cls_real, labels[name]) * lo.lambda_cls
+                part["D_real"] = gan_loss(pred_real, True, lo.gan_mode, self.real_range) * scale
+                part["D_fake"] = gan_loss(pred_fake, False, lo.gan_mode) * scale
+                if lo.gan_mode == "wgangp":
+                    part["gp"] = self._penalty(name, real, fake)
+            loss_D = sum(loss for part in parts.values() for loss in part.values())
+        return parts, self._backward_step(self.opt_D, loss_D)
+
+    def _generator_step(self, loss_G: torch.Tensor) -> torch.Tensor:
+        """Backward and the guarded step of opt_G, then the EMA update; returns the skip flag."""
+        bad = self._backward_step(self.opt_G, loss_G)
+        for name, ema in self.ema.items():
+            ema.update(self.nets[name])
+        if self.cfg.optim.lr_policy == "plateau":
+            self._epoch_loss += loss_G.detach().float().nan_to_num(0.0, 0.0, 0.0)
+            self._epoch_steps += 1
+        return bad
+
+    def _end_step(
+        self, losses: dict[str, torch.Tensor], skipped: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """What `train_step` returns, after the GradScaler's one update per iteration (fp16)."""
+        self.scaler.update()
+        return {k: v.detach() for k, v in losses.items()}, skipped
+
     def _backward_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._called.clear()  # the next backward pass starts: first calls go through DDP again
         return self._guarded_step(opt, loss)
 
     def _guarded_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
@@ -141,13 +210,6 @@ class GANModel:
         opt.found_inf = bad.float()  # read by fused Adam's step
         opt.step()
         return bad
-
-    def _after_G_step(self, loss_G: torch.Tensor) -> None:
-        for name, ema in self.ema.items():
-            ema.update(self.nets[name])
-        if self.cfg.optim.lr_policy == "plateau":
-            self._epoch_loss += loss_G.detach().float().nan_to_num(0.0, 0.0, 0.0)
-            self._epoch_steps += 1
 
     def end_epoch(self) -> None:
         """The per-epoch LR policy; plateau reads the epoch's mean generator loss (one sync per epoch)."""
