@@ -1,7 +1,9 @@
-"""What every model family (CycleGAN, pix2pix, DCGAN) shares: devices and memory format, generator and
-discriminator optimizers with their LR policy, the non-finite step guard, EMA, DDP wrappers, and the
-checkpoint state. A family builds its networks (`build_nets`), implements `train_step` (returning its
-losses and its skip flag) and `save_samples`, and opens its own data (`open_data`).
+"""What every model family (CycleGAN, pix2pix, DCGAN, the Distiller) shares: devices and memory format,
+generator and discriminator optimizers with their LR policy, the non-finite step guard, EMA, the
+discriminator step, the one way a step calls a network (DDP wrapper or module), and the checkpoint
+state. A family builds its networks (`build_nets`), names its losses (`loss_names`), implements
+`train_step` (returning its losses and its skip flag) and `save_samples`, and opens its own data
+(`open_data`).
 """
 
 from __future__ import annotations
