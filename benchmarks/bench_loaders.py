@@ -27,6 +27,7 @@ from fastcycle.data.scan import scan_domain
 from fastcycle.presets import cyclegan
 from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
+from fastcycle.train.env import ModelEnv
 
 IMAGES = 24 if SMOKE else 1024  # per domain
 SIZE = 48 if SMOKE else 256  # the stored JPEGs
@@ -108,8 +109,7 @@ def _model():
     else:
         overrides = {"amp": True, "channels_last": True}
     cfg = apply_overrides(cyclegan(), {"batch_size": BATCH, "crop_size": CROP, **overrides})
-    precision = resolve_precision(cfg.runtime.amp, "auto", DEVICE)
-    return CycleGAN(cfg, DEVICE, precision)
+    return CycleGAN(cfg, ModelEnv(DEVICE, resolve_precision(cfg.runtime.amp, "auto", DEVICE)))
 
 
 @pytest.mark.parametrize(("name", "workers"), [("synthetic", 0), *LOADERS], ids=["synthetic", *IDS])

@@ -26,6 +26,7 @@ speed-up over `reference` measured in the same run.
 import copy
 import functools
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -37,6 +38,7 @@ from fastcycle.pool import ImagePool
 from fastcycle.presets import cyclegan
 from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
+from fastcycle.train.env import ModelEnv
 from fastcycle.train.flops import peak_flops, step_flops
 
 SIZE = 32 if SMOKE else 256
@@ -68,13 +70,12 @@ class ReferenceStep:
     its netG_A, D_B its netD_A). The networks are fastcycle's, which are the reference's modules."""
 
     def __init__(self, model: CycleGAN):
-        self.m, lo = model, model.cfg.loss
+        self.m, lo = SimpleNamespace(**model.nets), model.cfg.loss  # the networks by name: m.G_AB
         self.lo = lo
         adam = dict(lr=model.cfg.optim.lr, betas=(model.cfg.optim.beta1, 0.999))  # default implementation
-        self.opt_G = torch.optim.Adam(
-            itertools.chain(model.G_AB.parameters(), model.G_BA.parameters()), **adam
-        )
-        self.opt_D = torch.optim.Adam(itertools.chain(model.D_A.parameters(), model.D_B.parameters()), **adam)
+        m = self.m
+        self.opt_G = torch.optim.Adam(itertools.chain(m.G_AB.parameters(), m.G_BA.parameters()), **adam)
+        self.opt_D = torch.optim.Adam(itertools.chain(m.D_A.parameters(), m.D_B.parameters()), **adam)
         self.pool_A, self.pool_B = ImagePool(lo.pool_size, 1), ImagePool(lo.pool_size, 2)
 
     def _backward_D(self, D, real, fake):
@@ -123,7 +124,7 @@ def build_case(case):
     """(the model or ReferenceStep of a CASES entry, its config), on DEVICE, compiled if the case says so."""
     name, batch, amp, channels_last, mode, kernels = case
     cfg = _config(batch, amp, channels_last)
-    model = CycleGAN(cfg, DEVICE, resolve_precision(amp, "auto", DEVICE), kernels)
+    model = CycleGAN(cfg, ModelEnv(DEVICE, resolve_precision(amp, "auto", DEVICE), kernels))
     if mode is not None:
         for net in model.nets.values():
             net.compile(dynamic=False, **compile_options(mode=mode))
@@ -203,7 +204,7 @@ def test_family_step(benchmark, name):
     amp = {"amp": True, "channels_last": True, "batch_size": batch, "crop_size": size, "load_size": size}
     cfg = apply_overrides(PRESETS[preset](), small | overrides | amp)
     torch.backends.cudnn.benchmark = True
-    model = build_model(cfg, DEVICE, resolve_precision(True, "auto", DEVICE))
+    model = build_model(cfg, ModelEnv(DEVICE, resolve_precision(True, "auto", DEVICE)))
     images = [
         (torch.rand(batch, 3, size, size, device=DEVICE) * 2 - 1).contiguous(
             memory_format=torch.channels_last
@@ -217,7 +218,7 @@ def test_family_step(benchmark, name):
     counted = model
     if cfg.loss.gan_mode == "wgangp":
         plain = apply_overrides(copy.deepcopy(cfg), {"gan_mode": "lsgan"})  # in place: a copy
-        counted = build_model(plain, DEVICE, model.precision)
+        counted = build_model(plain, model.env)
     with FlopCounterMode(display=False) as counter:
         counted.step(data)
     flops = counter.get_total_flops() / batch

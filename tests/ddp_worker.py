@@ -19,11 +19,13 @@ from fastcycle.data.scan import scan_domain
 from fastcycle.presets import dcgan, pix2pix
 from fastcycle.runtime import resolve_precision
 from fastcycle.train.distributed import finish, init_distributed
+from fastcycle.train.env import ModelEnv
 from fastcycle.train.families import build_model
 from tests.test_train import tiny
 
 
 def model_and_loader(variant: str, data: str, info, device, precision):
+    env = ModelEnv(device, precision, dist=info)
     common = dict(policy="resize_and_crop", flip=True, serial_batches=False, seed=0, batch_size=1)
     common |= dict(device=device, channels_last=False, rank=info.rank, world_size=info.world_size)
     common |= dict(num_workers=0)
@@ -33,21 +35,21 @@ def model_and_loader(variant: str, data: str, info, device, precision):
         cfg = tiny(data=data, batch_size=1)
         cfg.model, cfg.loss = pix2pix().model, pix2pix().loss
         cfg.model.netG, cfg.model.ngf, cfg.model.ndf = "unet_128", 4, 4
-        model = build_model(cfg, device, precision, "torch", info)
+        model = build_model(cfg, env)
         return model, open_aligned(data, "AtoB", load_size=128, crop_size=128, **common)
     if variant == "dcgan":
         from fastcycle.data.single import open_single
 
         cfg = dcgan()
         cfg.model.ngf, cfg.model.ndf, cfg.optim.batch_size = 4, 4, 1
-        model = build_model(cfg, device, precision, "torch", info)
+        model = build_model(cfg, env)
         return model, open_single(data, load_size=64, crop_size=64, **common)
     aux = variant == "aux_wgangp"  # a class head (tuple outputs through DDP) and the penalty's pass
     extra = dict(aux_classifier=True, gan_mode="wgangp", norm="batch") if aux else {}
     cfg = tiny(data=data, batch_size=1, pool_size=4, **extra)
     scans = [scan_domain(data, d) for d in ("trainA", "trainB")]
     labels = (torch.tensor([0, 1] * 3), torch.tensor([1, -1, 0, 1, 0])) if aux else None
-    model = build_model(cfg, device, precision, "torch", info, labels, 2 if aux else 0)
+    model = build_model(cfg, env, labels=labels, n_classes=2 if aux else 0)
     spec = LoaderSpec(
         *scans, "resize_and_crop", 36, 32, True, False, 0, 1, device, False, info.rank, info.world_size
     )

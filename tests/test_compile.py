@@ -22,13 +22,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from fastcycle.kernels.instance_norm import _instance_norm_backward_op, _instance_norm_op
 from fastcycle.kernels.reflect_conv import _reflect_conv_op
 from fastcycle.models import build_discriminator, build_generator
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
-from tests.test_train import _batch, tiny
+from tests.test_train import _batch, model_env, tiny
 from tests.tolerance import assert_close_in_net, assert_same_gradients, cycle_step_atol
 
 CPU = torch.device("cpu")
-FP32 = resolve_precision(False, "auto", CPU)
 
 # (name, network, input shape): every generator and discriminator the families build, at tiny widths,
 # in train mode as the step calls them; the norms and heads that change the traced code.
@@ -80,8 +78,8 @@ def test_inductor_step_matches_eager_and_compiles_each_shape_once():
     """
     torch._dynamo.reset()
     counters.clear()
-    eager = CycleGAN(tiny(pool_size=2), CPU, FP32)
-    compiled = CycleGAN(tiny(pool_size=2, compile=True), CPU, FP32)
+    eager = CycleGAN(tiny(pool_size=2), model_env())
+    compiled = CycleGAN(tiny(pool_size=2, compile=True), model_env())
     compiled.load_state_dict(eager.state_dict())
     for step in range(3):
         real_A, real_B = _batch(seed=step)

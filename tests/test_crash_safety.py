@@ -15,9 +15,8 @@ import torch
 
 from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, newest_checkpoint
 from fastcycle.errors import UserError
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
-from tests.test_train import tiny
+from tests.test_train import model_env, tiny
 
 CPU = torch.device("cpu")
 TINY_FLAGS = shlex.split(
@@ -121,7 +120,7 @@ def test_sigkill_at_random_moments_never_loses_a_checkpoint_or_more_than_a_caden
 
 
 def test_a_non_finite_step_is_skipped_and_logged(dataset, tmp_path, capsys, monkeypatch):
-    model = CycleGAN(tiny(), CPU, resolve_precision(False, "auto", CPU))
+    model = CycleGAN(tiny(), model_env())
     x = [torch.rand(2, 3, 32, 32) * 2 - 1 for _ in range(2)]
     _, skipped = model.train_step(*x)
     assert not skipped

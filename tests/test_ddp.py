@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from fastcycle.checkpoint import load_checkpoint
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
 from tests.conftest import write_images
 from tests.test_crash_safety import TINY_FLAGS
-from tests.test_train import tiny
+from tests.test_train import model_env, tiny
 from tests.tolerance import cycle_step_atol
 from tests.toy_data import write_discs, write_pix2pix
 
@@ -100,7 +99,7 @@ def test_two_ranks_at_batch_1_train_like_one_process_at_batch_2(two_ranks, tmp_p
     # The same gradients averaged in another order (two half-batch sums, then the mean): the tolerance
     # of one step's gradients (tests/tolerance.py), relative to the largest. Another batch split (other
     # images, or gradients summed instead of averaged) is off by ~1e-2 or more.
-    nets = CycleGAN(tiny(), torch.device("cpu"), resolve_precision(False, "auto", torch.device("cpu"))).nets
+    nets = CycleGAN(tiny(), model_env()).nets
     for opt in ("opt_G", "opt_D"):
         moments = [
             (sa["exp_avg"], b["model"][opt]["state"][i]["exp_avg"])

@@ -11,9 +11,9 @@ from fastcycle.config import apply_overrides
 from fastcycle.data import demo as demo_data
 from fastcycle.data.plan import steps_per_epoch
 from fastcycle.presets import demo
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
 from tests.learning import assert_within
+from tests.test_train import model_env
 
 CPU = torch.device("cpu")
 
@@ -59,7 +59,7 @@ def short_demo_run(out: Path, seed: int = 0) -> dict[str, float]:
     overrides = dict(out=str(out), n_epochs=3, n_epochs_decay=3, ema_decay=0.0, sample_every=0, seed=seed)
     cfg = apply_overrides(demo(), overrides)
     translated, untranslated = train(cfg).demo_psnr
-    untrained = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
+    untrained = CycleGAN(cfg, model_env())
     before, _ = demo_data.evaluate(untrained.generator("AtoB"), out / "demo_data", CPU)
     return {
         "untranslated_db": untranslated,

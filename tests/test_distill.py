@@ -28,7 +28,6 @@ from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS
 from fastcycle.export.parity import TOLERANCE
 from fastcycle.presets import dcgan, demo
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import train
 from fastcycle.train.distill.data import held_out_images
 from fastcycle.train.distill.features import FeatureAdapters, tap_points, tap_shapes
@@ -38,11 +37,10 @@ from fastcycle.train.distill.teacher import read_teacher, student_config
 from fastcycle.train.families import build_model
 from fastcycle.trained import load_generator
 from tests.learning import assert_within
-from tests.test_train import tiny
+from tests.test_train import model_env, tiny
 from tests.toy_data import _blobs
 
 CPU = torch.device("cpu")
-FP32 = resolve_precision(False, "auto", CPU)
 TEACHER = dict(netG="resnet_6blocks", ngf=8, load_size=36, crop_size=32, batch_size=2, lr=2e-3, device="cpu")
 # The student's own flags in these tests: a quick schedule, no sample grids until the end.
 QUICK = dict(lr=2e-3, n_epochs=100, n_epochs_decay=0, batch_size=4, log_every=5, device="cpu")
@@ -93,7 +91,7 @@ def student_learns(teacher: SimpleNamespace, out: Path, seed: int = 0) -> dict[s
     T = load_generator(teacher.run, "AtoB")
     return {
         "trained_db": _psnr_vs_teacher(load_generator(out), T, out),
-        "untrained_db": _psnr_vs_teacher(build_model(cfg, CPU, FP32).generator().eval(), T, out),
+        "untrained_db": _psnr_vs_teacher(build_model(cfg, model_env()).generator().eval(), T, out),
         "recon_ratio": result.losses[-1]["G_recon"] / result.losses[0]["G_recon"],
     }
 
@@ -186,7 +184,7 @@ def test_resume_is_exact(teacher, tmp_path):
 
 def test_the_discriminator_starts_as_the_teachers(teacher):
     cfg = student_config(read_teacher(teacher.run), "AtoB", {"lambda_gan": 1.0, "device": "cpu"})
-    D = build_model(cfg, CPU, FP32).nets["D"]
+    D = build_model(cfg, model_env()).nets["D"]
     saved = load_checkpoint(teacher.run)["model"]["nets"]["D_B"]  # judges domain B, the AtoB outputs
     assert all(torch.equal(v, saved[k]) for k, v in D.state_dict().items())
 
@@ -195,7 +193,7 @@ def test_a_non_finite_step_is_skipped(teacher):
     """The non-finite guard: a NaN in the student's input keeps the student's and the adapters' weights,
     a NaN in the discriminator's real image keeps D's; the next clean step trains again."""
     cfg = student_config(read_teacher(teacher.run), "AtoB", {"lambda_gan": 1.0, "device": "cpu"})
-    model = build_model(cfg, CPU, FP32)
+    model = build_model(cfg, model_env())
     g = torch.Generator().manual_seed(0)
     x = [torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2)]
     assert not model.train_step(*x)[1]
@@ -298,7 +296,7 @@ def test_a_dcgan_teacher_is_one_line(tmp_path, capsys):
 
     cfg = apply_overrides(dcgan(), {"ngf": 4, "ndf": 4})
     save_checkpoint(
-        tmp_path / "dc", {"config": cfg.to_dict(), "model": build_model(cfg, CPU, FP32).state_dict()}
+        tmp_path / "dc", {"config": cfg.to_dict(), "model": build_model(cfg, model_env()).state_dict()}
     )
     line = _one_line_error(["distill", "--teacher", str(tmp_path / "dc"), "--direction", "AtoB"], capsys)
     assert "is a DCGAN (noise -> image); a teacher translates images" in line

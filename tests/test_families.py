@@ -29,21 +29,19 @@ from fastcycle.export.ort import OrtRunner
 from fastcycle.export.parity import TOLERANCE
 from fastcycle.noise import sample_noise
 from fastcycle.presets import dcgan, pix2pix, semi_supervised
-from fastcycle.runtime import resolve_precision
 from fastcycle.sample import generate
 from fastcycle.train import CycleGAN, train
+from fastcycle.train.cyclegan import LOSS_NAMES
 from fastcycle.train.families import build_model
-from fastcycle.train.step import LOSS_NAMES
 from fastcycle.trained import load_generator
 from fastcycle.translate import translate_folder
 from tests.conftest import write_images
 from tests.learning import assert_within
-from tests.test_train import _batch, tiny
+from tests.test_train import _batch, model_env, tiny
 from tests.tolerance import cycle_step_atol
 from tests.toy_data import BACKGROUND, write_discs, write_pix2pix, write_striped_domains
 
 CPU = torch.device("cpu")
-FP32 = resolve_precision(False, "auto", CPU)
 SIDE = 128  # pix2pix toy pairs: each side 128x128, the smallest input of unet_128
 
 
@@ -78,7 +76,7 @@ def _translate(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> int:
 
 def _untrained(cfg) -> torch.nn.Module:
     """The generator a run of cfg starts from: build_model seeds with cfg's seed, as train() does."""
-    return build_model(cfg, CPU, FP32).generator().eval()
+    return build_model(cfg, model_env()).generator().eval()
 
 
 # --- pix2pix ---------------------------------------------------------------------------------------------
@@ -368,7 +366,7 @@ def semi_learning(semi: SimpleNamespace, held_out: Path) -> dict[str, float]:
     """Each domain's class head's accuracy on 32 held-out stripes of another seed (chance: 0.5)."""
     held = write_striped_domains(held_out, 32, 32, labelled=1.0, seed=1)  # every image labelled
     unlabelled = torch.full((32,), -1)
-    model = build_model(semi.cfg, CPU, FP32, labels=(unlabelled, unlabelled), n_classes=2)
+    model = build_model(semi.cfg, model_env(), labels=(unlabelled, unlabelled), n_classes=2)
     model.load_state_dict(load_checkpoint(semi.run)["model"])
     classes = ["horizontal", "vertical"]  # sorted label names: the class indices of fastcycle.data.labels
     accuracy = {}
@@ -407,7 +405,7 @@ def test_aux_classifier_without_labels_is_one_line(semi, tmp_path, capsys):
 def test_a_batch_without_labels_has_a_zero_class_loss():
     cfg = tiny(aux_classifier=True, norm="batch")
     labels = (torch.tensor([-1, -1, 0, 1]), torch.tensor([-1, -1, 1, 0]))
-    model = build_model(cfg, CPU, FP32, labels=labels, n_classes=2)
+    model = build_model(cfg, model_env(), labels=labels, n_classes=2)
     a, b = _batch()
     unlabelled, _ = model.train_step(a, b, torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert all(torch.isfinite(v) for v in unlabelled.values())
@@ -438,7 +436,7 @@ def _class_losses(model, real_A, real_B, y_A, y_B) -> dict[str, torch.Tensor]:
 
 
 def _wgangp_step(**overrides):
-    model = CycleGAN(tiny(gan_mode="wgangp", **overrides), CPU, FP32)
+    model = CycleGAN(tiny(gan_mode="wgangp", **overrides), model_env())
     torch.manual_seed(1)  # the same interpolation weights in both runs
     losses, _ = model.train_step(*_batch())
     grads = {k: [p.grad.clone() for p in net.parameters()] for k, net in model.nets.items()}
@@ -464,15 +462,15 @@ def test_wgangp_with_compiled_networks(aot_eager):
     """The penalty's pass (the critic's gradient with respect to its input, differentiated again)
     through compiled networks: what decides whether it works is Dynamo and AOTAutograd, which aot_eager
     runs as Inductor would; test_compile.py compiles these networks with Inductor."""
-    model = CycleGAN(tiny(gan_mode="wgangp", compile=True, lambda_identity=0.0), CPU, FP32)
-    before = [p.detach().clone() for p in model.D_A.parameters()]
+    model = CycleGAN(tiny(gan_mode="wgangp", compile=True, lambda_identity=0.0), model_env())
+    before = [p.detach().clone() for p in model.nets["D_A"].parameters()]
     torch.manual_seed(1)  # the interpolation weights of _wgangp_step's eager step
     losses, _ = model.train_step(*_batch())
     eager, _ = _wgangp_step(lambda_identity=0.0)
     # AOTAutograd's traced graph may sum in another order than eager (tests/tolerance.py).
     tol = cycle_step_atol(model.nets, _batch()[0], len(eager))
     torch.testing.assert_close(losses, eager, rtol=tol, atol=tol)  # the penalties included
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.D_A.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.nets["D_A"].parameters(), strict=True))
 
 
 # --- a tiny CycleGAN run: --tensorboard, plot, translate --html, --init-weights ---------------------------
@@ -540,31 +538,32 @@ def _same_weights(a: torch.nn.Module, b: dict) -> bool:
 
 def test_init_weights_from_a_fastcycle_run(cycle):
     saved = load_checkpoint(cycle.run)["model"]["nets"]
-    fresh = build_model(tiny(), CPU, FP32)
-    model = build_model(tiny(init_weights=str(cycle.run)), CPU, FP32)
+    fresh = build_model(tiny(), model_env())
+    model = build_model(tiny(init_weights=str(cycle.run)), model_env())
     for name, net in model.nets.items():
         assert _same_weights(net, saved[name]), name
         assert not _same_weights(fresh.nets[name], saved[name]), name  # 3 steps moved every network
 
 
 def test_init_weights_from_a_reference_folder(tmp_path):
-    source = CycleGAN(tiny(seed=5), CPU, FP32)
+    source = CycleGAN(tiny(seed=5), model_env())
     # The reference names generators by their input domain (G_A: A -> B) and discriminators by the
     # generator they judge: its netD_A judges G_A's outputs, domain B images, i.e. our D_B.
     for ours, theirs in (("G_AB", "G_A"), ("G_BA", "G_B"), ("D_B", "D_A"), ("D_A", "D_B")):
         torch.save(source.nets[ours].state_dict(), tmp_path / f"latest_net_{theirs}.pth")
-    model = build_model(tiny(init_weights=str(tmp_path)), CPU, FP32)
+    model = build_model(tiny(init_weights=str(tmp_path)), model_env())
     for name, net in model.nets.items():
         assert _same_weights(net, source.nets[name].state_dict()), name
-    assert not _same_weights(model.D_A, source.D_B.state_dict())  # the two Ds differ: a swap would show
+    # the two Ds differ: a swap would show
+    assert not _same_weights(model.nets["D_A"], source.nets["D_B"].state_dict())
 
 
 def test_init_weights_from_another_family_is_refused(cycle, dc, tmp_path):
     p2p_cfg = p2p_config(tmp_path / "data", tmp_path / "run", init_weights=str(cycle.run))
     with pytest.raises(UserError, match="it is another --model"):
-        build_model(p2p_cfg, CPU, FP32)
+        build_model(p2p_cfg, model_env())
     with pytest.raises(UserError, match="it is another --model"):
-        build_model(tiny(init_weights=str(dc.run)), CPU, FP32)
+        build_model(tiny(init_weights=str(dc.run)), model_env())
 
 
 def test_the_run_log_names_unmatched_pair_files_and_label_rows(tmp_path):

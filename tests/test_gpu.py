@@ -34,8 +34,8 @@ from fastcycle.kernels.instance_norm import instance_norm, instance_norm_referen
 from fastcycle.kernels.reflect_conv import reflect_conv2d, reflect_conv2d_reference
 from fastcycle.models import ResnetGenerator, build_generator, init_weights
 from fastcycle.presets import cyclegan
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
+from tests.test_train import model_env
 
 CUDA = torch.device("cuda")
 
@@ -118,8 +118,8 @@ def reflect_conv_case(device, dtype, shape, c_out: int, k: int):
 
 def _cyclegan(device, kernels: str, amp: bool, **overrides) -> CycleGAN:
     cfg = apply_overrides(cyclegan(), {"batch_size": 2, "channels_last": True, "pool_size": 0} | overrides)
-    precision = resolve_precision(amp, "bf16" if amp else "auto", device)
-    return CycleGAN(cfg, device, precision, kernels)  # seeded by cfg: the same weights every time
+    # seeded by cfg: the same weights every time
+    return CycleGAN(cfg, model_env(device, amp, "bf16" if amp else "auto", kernels))
 
 
 def _grads(model: CycleGAN) -> torch.Tensor:

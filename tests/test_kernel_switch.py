@@ -15,12 +15,12 @@ from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 from fastcycle.models.fused import FusedInstanceNorm2d, ReflectConv2d
-from fastcycle.runtime import resolve_kernels, resolve_precision
+from fastcycle.runtime import resolve_kernels
 from fastcycle.train import CycleGAN
-from fastcycle.train.step import LOSS_NAMES
+from fastcycle.train.cyclegan import LOSS_NAMES
 from tests import reference
 from tests.conftest import DEVICE
-from tests.test_train import tiny
+from tests.test_train import model_env, tiny
 from tests.tolerance import assert_close_in_net, assert_same_gradients, cycle_step_atol
 
 
@@ -85,9 +85,8 @@ def test_training_steps_on_real_batches_give_the_same_losses_and_gradients(datas
     # zero Adam moments and empty image pools, the later ones from moments and pools the steps filled;
     # more steps would only sample more batches of the same code.
     cfg = tiny(data=str(dataset), crop_size=16, load_size=20, batch_size=1, lr=2e-4)
-    precision = resolve_precision(False, "auto", DEVICE)
     torch.manual_seed(0)
-    eager, fused = CycleGAN(cfg, DEVICE, precision, "torch"), CycleGAN(cfg, DEVICE, precision, "triton")
+    eager, fused = (CycleGAN(cfg, model_env(DEVICE, kernels=k)) for k in ("torch", "triton"))
     scans = [scan_domain(dataset, d) for d in ("trainA", "trainB")]
     spec = LoaderSpec(*scans, "resize_and_crop", 20, 16, True, False, 0, 1, DEVICE, False)
     loader, _ = build_loader(DataConfig(data=str(dataset), loader="torch", num_workers=0), spec, tmp_path)

@@ -16,12 +16,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastcycle.config import apply_overrides
 from fastcycle.presets import dcgan, pix2pix
-from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN
 from fastcycle.train.dcgan import DCGAN
 from fastcycle.train.pix2pix import Pix2Pix
 from tests.conftest import DEVICE
-from tests.test_train import _batch, tiny
+from tests.test_train import _batch, model_env, tiny
 
 aten = torch.ops.aten
 
@@ -117,24 +116,18 @@ def _steps(model, *inputs, n: int = 2) -> None:
     ids=["fp32", "wgangp-bf16", "fp16-scaler"],
 )
 def test_cyclegan_step_has_no_sync(overrides, amp_dtype):
-    model = CycleGAN(tiny(**overrides), DEVICE, resolve_precision(False, amp_dtype, DEVICE))
+    model = CycleGAN(tiny(**overrides), model_env(DEVICE, amp_dtype=amp_dtype))
     _steps(model, *(t.to(DEVICE) for t in _batch()))
 
 
 def test_cyclegan_step_with_fused_kernels_has_no_sync():
-    model = CycleGAN(
-        tiny(crop_size=16, load_size=16), DEVICE, resolve_precision(False, "auto", DEVICE), "triton"
-    )
+    model = CycleGAN(tiny(crop_size=16, load_size=16), model_env(DEVICE, kernels="triton"))
     _steps(model, *(t.to(DEVICE) for t in _batch(size=16)), n=1)
 
 
 def test_pix2pix_and_dcgan_steps_have_no_sync():
     small = {"ngf": 4, "ndf": 4, "batch_size": 2}
-    p2p = Pix2Pix(
-        apply_overrides(pix2pix(), {**small, "netG": "unet_128"}),
-        DEVICE,
-        resolve_precision(False, "auto", DEVICE),
-    )
+    p2p = Pix2Pix(apply_overrides(pix2pix(), {**small, "netG": "unet_128"}), model_env(DEVICE))
     _steps(p2p, *(torch.rand(2, 3, 128, 128, device=DEVICE) * 2 - 1 for _ in range(2)))
-    gan = DCGAN(apply_overrides(dcgan(), small), DEVICE, resolve_precision(False, "auto", DEVICE))
+    gan = DCGAN(apply_overrides(dcgan(), small), model_env(DEVICE))
     _steps(gan, torch.rand(2, 3, 64, 64, device=DEVICE) * 2 - 1)

@@ -11,6 +11,7 @@ from fastcycle.errors import UserError
 from fastcycle.presets import cyclegan
 from fastcycle.runtime import resolve_precision
 from fastcycle.train import CycleGAN, train
+from fastcycle.train.env import ModelEnv
 from tests.tolerance import assert_close_in_net
 
 CPU = torch.device("cpu")
@@ -37,6 +38,11 @@ def tiny(**overrides):
     return apply_overrides(cyclegan(), {**base, **overrides})
 
 
+def model_env(device=CPU, amp=False, amp_dtype="auto", kernels="torch") -> ModelEnv:
+    """Where a test builds its family (no run folder): the CPU in fp32 unless told otherwise."""
+    return ModelEnv(device, resolve_precision(amp, amp_dtype, device), kernels)
+
+
 def _batch(seed=0, n=2, size=32):
     g = torch.Generator().manual_seed(seed)
     return [torch.rand(n, 3, size, size, generator=g) * 2 - 1 for _ in range(2)]
@@ -50,7 +56,7 @@ def _params(model):
 @pytest.mark.parametrize("lambda_identity", [0.5, 0.0])
 def test_step_updates_all_networks_with_finite_losses(amp_dtype, lambda_identity):
     cfg = tiny(lambda_identity=lambda_identity)
-    model = CycleGAN(cfg, CPU, resolve_precision(False, amp_dtype, CPU))
+    model = CycleGAN(cfg, model_env(amp_dtype=amp_dtype))
     before = {k: [p.clone() for p in net.parameters()] for k, net in model.nets.items()}
     losses, _ = model.train_step(*_batch())
     expected = {"G_AB", "G_BA", "cycle_A", "cycle_B", "D_A", "D_B"} | (
@@ -66,21 +72,22 @@ def test_concatenated_calls_equal_separate_calls():
     """The step batches G(real_A) with G(real_B): exact for instance norm, whose statistics are per image."""
     torch.manual_seed(0)
     cfg = tiny()
-    model = CycleGAN(cfg, CPU, resolve_precision(False, "auto", CPU))
+    model = CycleGAN(cfg, model_env())
     a, b = _batch()
     joint = model._calls("G_AB", a, b)
     with torch.no_grad():
         # Same fp32 conv on different batch sizes: only summation order may differ (tests/tolerance.py).
-        assert_close_in_net(joint[0], model.G_AB(a), model.G_AB, a)
-        assert_close_in_net(joint[1], model.G_AB(b), model.G_AB, b)
-    assert not CycleGAN(tiny(norm="batch"), CPU, resolve_precision(False, "auto", CPU)).concat_calls
+        G_AB = model.nets["G_AB"]
+        assert_close_in_net(joint[0], G_AB(a), G_AB, a)
+        assert_close_in_net(joint[1], G_AB(b), G_AB, b)
+    assert not CycleGAN(tiny(norm="batch"), model_env()).concat_calls
 
 
 def test_channels_last_step_matches_contiguous():
     torch.manual_seed(0)
     runs = []
     for cl in (False, True):
-        model = CycleGAN(tiny(channels_last=cl), CPU, resolve_precision(False, "auto", CPU))
+        model = CycleGAN(tiny(channels_last=cl), model_env())
         a, b = _batch()
         if cl:
             a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
@@ -90,7 +97,7 @@ def test_channels_last_step_matches_contiguous():
 
 
 def test_fp16_uses_a_grad_scaler():
-    model = CycleGAN(tiny(), CPU, resolve_precision(True, "fp16", CPU))
+    model = CycleGAN(tiny(), model_env(amp=True, amp_dtype="fp16"))
     assert model.scaler.is_enabled()
     losses, _ = model.train_step(*_batch())
     assert all(torch.isfinite(v) for v in losses.values())

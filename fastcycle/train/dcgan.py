@@ -52,30 +52,20 @@ class DCGAN(GANModel):
         """One iteration on (N, 3, 64, 64) real images in [-1, 1]; the detached losses and the skip
         flag, on the device (no host sync). The noise is drawn on the device: no host-to-device copy
         per step, and a stream the checkpoint restores (the loop saves the device RNG state)."""
-        lo = self.cfg.loss
-        losses: dict[str, torch.Tensor] = {}
         z = torch.randn(real.shape[0], self.cfg.model.nz, 1, 1, device=self.device)
         with self.autocast():
             (fake,) = self._calls("G", z)
 
-        self.D.requires_grad_(True)
-        with self.autocast():
-            pred_real, pred_fake = self._calls("D", real, fake.detach().nan_to_num(0.0, 1.0, -1.0))
-            losses["D_real"] = gan_loss(pred_real, True, lo.gan_mode, self.real_range)
-            losses["D_fake"] = gan_loss(pred_fake, False, lo.gan_mode)
-            loss_D = losses["D_real"] + losses["D_fake"]
-            if lo.gan_mode == "wgangp":
-                losses["gp"] = self._penalty("D", real, fake)
-                loss_D = loss_D + losses["gp"]
-        bad_D = self._backward_step(self.opt_D, loss_D)
+        # D's losses are not halved here: pytorch/examples sums them (the fakes made finite first).
+        parts, bad_D = self._discriminator_step({"D": (real, fake.detach().nan_to_num(0.0, 1.0, -1.0))}, 1.0)
+        losses = parts["D"]
 
-        self.D.requires_grad_(False)
+        self._freeze_discriminators()
         with self.autocast():
-            losses["G"] = gan_loss(self.D(fake), True, lo.gan_mode)
-        bad_G = self._backward_step(self.opt_G, losses["G"])
-        self._after_G_step(losses["G"])
-        self.scaler.update()
-        return {k: v.detach() for k, v in losses.items()}, bad_G | bad_D
+            (judged,) = self._calls("D", fake)
+            losses["G"] = gan_loss(judged, True, self.cfg.loss.gan_mode)
+        bad_G = self._generator_step(losses["G"])
+        return self._end_step(losses, bad_G | bad_D)
 
     def sample_inputs(self, batch: Batch) -> tuple:
         """One fixed noise batch, from its own seeded generator, so the grids show progress on the same z."""

@@ -11,9 +11,9 @@ checks it:
 - every network is a DDP module, whose first call in each backward pass goes through the wrapper;
   further calls of the same network in that pass (G_AB on real A and on fake A) use the wrapped
   module directly, their gradients accumulate into the same leaves, and DDP averages each leaf once,
-  when its whole gradient is ready. A test runs torchrun with 2 processes and checks the parameters
-  are bitwise identical on both ranks after training, and that 2 ranks at batch b train like one
-  process at batch 2b.
+  when its whole gradient is ready (GANModel._net hands out the one or the other). A test runs
+  torchrun with 2 processes and checks the parameters are bitwise identical on both ranks after
+  training, and that 2 ranks at batch b train like one process at batch 2b.
 - `--norm batch` (and only it) is converted to SyncBatchNorm on GPUs: statistics over the global
   batch. Instance norm normalises each image alone and needs nothing.
 """

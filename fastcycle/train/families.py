@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastcycle.config import TrainConfig
-from fastcycle.runtime import Precision
-from fastcycle.train.distributed import DistInfo
+from fastcycle.train.env import ModelEnv
 from fastcycle.train.gan import GANModel
 
 
@@ -25,23 +24,19 @@ def model_family(cfg: TrainConfig) -> type[GANModel]:
         from fastcycle.train.distill.model import Distiller
 
         return Distiller
-    from fastcycle.train.step import CycleGAN
+    from fastcycle.train.cyclegan import CycleGAN
 
     return CycleGAN
 
 
 def build_model(
     cfg: TrainConfig,
-    device: torch.device,
-    precision: Precision,
-    kernels: str = "torch",
-    dist_info: DistInfo | None = None,
+    env: ModelEnv,
+    *,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     n_classes: int = 0,
 ) -> GANModel:
-    """A freshly initialised CycleGAN, Pix2Pix, DCGAN or Distiller for cfg. labels, n_classes:
-    CycleGAN's class heads (--aux-classifier), from its DataSource."""
-    family = model_family(cfg)
-    if labels is not None:
-        return family(cfg, device, precision, kernels, dist_info, labels, n_classes)
-    return family(cfg, device, precision, kernels, dist_info)
+    """A freshly initialised CycleGAN, Pix2Pix, DCGAN or Distiller for cfg, on env. labels, n_classes:
+    CycleGAN's class heads (--aux-classifier), from its DataSource; the other families take none."""
+    classes = dict(labels=labels, n_classes=n_classes) if labels is not None else {}
+    return model_family(cfg)(cfg, env, **classes)

@@ -1,21 +1,27 @@
 """FLOPs of one CycleGAN training iteration, counted, not estimated, and MFU from them.
 
-`step_flops` replays the reference's sequence of network calls (four generator passes for the
-cycle, two for identity, the discriminators on fakes for the generator loss, then on real and pooled
-fake images for their own) on meta tensors under torch's FlopCounterMode: every conv, transposed conv
-and matmul is counted from its real shapes, forward and backward, without allocating or computing
-anything. The optimizer, norms and losses are elementwise and left out (under 1% of the total).
+`step_flops` builds the CycleGAN family on the meta device and runs one real `train_step` on meta
+tensors under torch's FlopCounterMode: the step's own network calls (the generator passes for cycle
+and identity, the discriminators on the fakes for the generator loss, then on real and pooled fake
+images for their own), every conv, transposed conv and matmul counted from its real shapes, forward
+and backward, without allocating or computing anything. What FlopCounterMode has no formula for is
+left out: the optimizer, the image pool, norms and losses are elementwise (under 1% of the total).
+So are the WGAN-GP penalty's pass (FlopCounterMode cannot follow its autograd.grad: with wgangp the
+count is a lower bound) and --aux-classifier's class heads (one small linear layer each).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastcycle.config import TrainConfig
-from fastcycle.models import build_discriminator, build_generator
+from fastcycle.runtime import resolve_precision
+from fastcycle.train.cyclegan import CycleGAN
+from fastcycle.train.env import ModelEnv
 
 # Dense bf16 tensor-core peaks (FLOP/s) that MFU is quoted against (docs/ARCHITECTURE.md), by the GPU
 # kind that torch's device name contains: the one table that training's progress line and every
@@ -26,28 +32,21 @@ PEAK_BF16 = {"H100": 790e12, "H200": 790e12, "A100": 312e12, "L40S": 362e12, "L4
 
 def step_flops(cfg: TrainConfig) -> float:
     """FLOPs of one training iteration per image pair at cfg's crop size and networks."""
-    m = cfg.model
-    size = cfg.data.crop_size
-    with torch.device("meta"):
-        g = dict(ngf=m.ngf, norm=m.norm, dropout=m.dropout)
-        G_AB, G_BA = build_generator(m.netG, **g), build_generator(m.netG, **g)
-        D_A, D_B = (build_discriminator(m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm) for _ in "AB")
+    counted = copy.deepcopy(cfg)  # the same networks and step, eager and fp32, nothing read from disk
+    counted.runtime.compile, counted.run.init_weights, counted.optim.ema_decay = False, None, 0.0
+    counted.model.aux_classifier = False
+    if counted.loss.gan_mode == "wgangp":
+        counted.loss.gan_mode = "lsgan"
+    meta, size = torch.device("meta"), cfg.data.crop_size
+    # The family seeds torch's generators as it builds; the run's RNG streams must not notice.
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices), meta:  # every module and tensor made here is meta
+        model = CycleGAN(counted, ModelEnv(meta, resolve_precision(False, "auto", meta)))
+        for opt in (model.opt_G, model.opt_D):  # fused Adam has no meta kernel; its update is not counted
+            opt.step = lambda: None
         real_A, real_B = torch.empty(1, 3, size, size), torch.empty(1, 3, size, size)
-    with FlopCounterMode(display=False) as counter:
-        for D in (D_A, D_B):
-            D.requires_grad_(False)  # the generator step does not compute D's weight gradients
-        fake_B, fake_A = G_AB(real_A), G_BA(real_B)
-        loss = G_BA(fake_B).mean() + G_AB(fake_A).mean() + D_B(fake_B).mean() + D_A(fake_A).mean()
-        if cfg.loss.lambda_identity > 0:
-            loss = loss + G_AB(real_B).mean() + G_BA(real_A).mean()
-        loss.backward()
-        for D in (D_A, D_B):
-            D.requires_grad_(True)
-        loss_D = sum(
-            D(x).mean()
-            for D, x in ((D_B, real_B), (D_B, fake_B.detach()), (D_A, real_A), (D_A, fake_A.detach()))
-        )
-        loss_D.backward()
+        with FlopCounterMode(display=False) as counter:
+            model.train_step(real_A, real_B)
     return float(counter.get_total_flops())
 
 

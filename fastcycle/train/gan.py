@@ -1,7 +1,9 @@
-"""What every model family (CycleGAN, pix2pix, DCGAN) shares: devices and memory format, generator and
-discriminator optimizers with their LR policy, the non-finite step guard, EMA, DDP wrappers, and the
-checkpoint state. A family builds its networks (`build_nets`), implements `train_step` (returning its
-losses and its skip flag) and `save_samples`, and opens its own data (`open_data`).
+"""What every model family (CycleGAN, pix2pix, DCGAN, the Distiller) shares: devices and memory format,
+generator and discriminator optimizers with their LR policy, the non-finite step guard, EMA, the
+discriminator step, the one way a step calls a network (DDP wrapper or module), and the checkpoint
+state. A family builds its networks (`build_nets`), names its losses (`loss_names`), implements
+`train_step` (returning its losses and its skip flag) and `save_samples`, and opens its own data
+(`open_data`).
 """
 
 from __future__ import annotations
@@ -18,37 +20,28 @@ from fastcycle.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights,
 from fastcycle.config import ModelConfig, TrainConfig, parse_label_smoothing
 from fastcycle.data.contract import Batch
 from fastcycle.errors import UserError
-from fastcycle.losses import gradient_penalty
-from fastcycle.runtime import Precision
+from fastcycle.losses import class_loss, gan_loss, gradient_penalty
 from fastcycle.train.data import DataSource
-from fastcycle.train.distributed import DistInfo, any_rank, sync_batchnorm, wrap
+from fastcycle.train.distributed import any_rank, sync_batchnorm, wrap
 from fastcycle.train.ema import EMA
-from fastcycle.train.env import RunEnv
+from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.schedule import build_scheduler, step_scheduler
 
 
 class GANModel:
-    loss_names: tuple[str, ...] = ()  # in the order of the progress line and metrics.jsonl
     generators: tuple[str, ...] = ()  # names in `nets` trained by opt_G (and kept as EMA)
     discriminators: tuple[str, ...] = ()  # trained by opt_D
     # --init-weights from a reference checkpoints folder: our name -> the reference's file stem.
     reference_files: ClassVar[dict[str, str]] = {}
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
-    ):
-        """kernels: the resolved --kernels choice (torch or triton) for the generators' layers;
-        dist_info: this process's rank under torchrun (fastcycle.train.distributed)."""
-        self.dist = dist_info or DistInfo()
-        self.cfg, self.device, self.precision = cfg, device, precision
-        m, o = cfg.model, cfg.optim
+    def __init__(self, cfg: TrainConfig, env: ModelEnv):
+        """env: the device, the precision, the resolved --kernels choice (torch or triton) for the
+        generators' layers, and this process's rank under torchrun (fastcycle.train.distributed)."""
+        self.cfg, self.env = cfg, env
+        self.device, self.precision, self.dist = env.device, env.precision, env.dist
+        device, m, o = env.device, cfg.model, cfg.optim
         torch.manual_seed(cfg.runtime.seed)  # the networks' initial weights
-        self.nets = self.build_nets(m, kernels)
+        self.nets = self.build_nets(m, env.kernels)
         if m.norm == "batch":
             self.nets = {k: sync_batchnorm(v, self.dist, device) for k, v in self.nets.items()}
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
@@ -68,7 +61,7 @@ class GANModel:
         )
         self.sched_G = build_scheduler(self.opt_G, o)
         self.sched_D = build_scheduler(self.opt_D, o) if self.opt_D is not None else None
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=env.precision.needs_scaler)
         self.real_range = parse_label_smoothing(cfg.loss.label_smoothing)
         # plateau's metric: the epoch's generator loss, summed on the device (read once per epoch).
         self._epoch_loss = torch.zeros((), device=device)
@@ -82,13 +75,18 @@ class GANModel:
                 # In place, so state-dict keys stay free of `_orig_mod.`; static shapes, since a step
                 # uses just two batch sizes per network.
                 net.compile(dynamic=False, fullgraph=True)
-        # Under torchrun: DDP wrappers, called first in each backward pass (fastcycle.train.distributed).
-        self.wrapped = wrap(self.nets, self.dist, device)
-        for name, net in self.nets.items():  # each network by its name too: self.G_AB, self.D
-            setattr(self, name, net)
+        # Under torchrun: DDP wrappers, which `_net` hands out (fastcycle.train.distributed).
+        self._wrapped = wrap(self.nets, self.dist, device)
+        self._called: set[str] = set()  # networks called since the last backward pass
 
     def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         """The family's freshly initialised networks by name (generators and discriminators)."""
+        raise NotImplementedError
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        """The losses `train_step` returns under this config's options, in the order of the progress
+        line and metrics.jsonl (a name the step did not compute is left out there)."""
         raise NotImplementedError
 
     @classmethod
@@ -106,15 +104,25 @@ class GANModel:
         return torch.autocast(self.device.type, dtype=self.precision.dtype)
 
     def _calls(self, name: str, *xs: torch.Tensor) -> list:
-        """nets[name](x) for each x, as one batched call where the norm allows. The first call goes
-        through the DDP wrapper when distributed; the rest use the module (see distributed.py).
-        A network with two outputs (a discriminator with a class head) gives a tuple per x."""
+        """nets[name](x) for each x, as one batched call where the norm allows: the one way a step
+        calls a network. A network with two outputs (a discriminator with a class head) gives a tuple
+        per x."""
         if self.concat_calls and len(xs) > 1:
-            out = self.wrapped[name](torch.cat(xs))
+            out = self._net(name)(torch.cat(xs))
             if isinstance(out, tuple):
                 return list(zip(*(t.chunk(len(xs)) for t in out), strict=True))
             return list(out.chunk(len(xs)))
-        return [self.wrapped[name](xs[0]), *(self.nets[name](x) for x in xs[1:])]
+        return [self._net(name)(x) for x in xs]
+
+    def _net(self, name: str) -> nn.Module:
+        """What runs network `name` now: under torchrun its DDP wrapper for its first call in a backward
+        pass, the module for its further calls there (their gradients join the same leaves, which
+        DDP reduces once) and while it is frozen (no gradient to reduce); see distributed.py."""
+        net = self.nets[name]
+        if name in self._called or not any(p.requires_grad for p in net.parameters()):
+            return net
+        self._called.add(name)
+        return self._wrapped[name]
 
     def _penalty(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """lambda_gp x WGAN-GP penalty of discriminator `name`. `forward` runs the module eagerly even
@@ -128,9 +136,64 @@ class GANModel:
 
         return gradient_penalty(critic, real, fake) * self.cfg.loss.lambda_gp
 
+    def _freeze_discriminators(self) -> None:
+        """Before the generators' loss, which needs D's input gradients but not its weights'."""
+        for name in self.discriminators:
+            self.nets[name].requires_grad_(False)
+
+    def _discriminator_step(
+        self,
+        judged: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        scale: float = 0.5,
+        labels: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
+        """Each discriminator of `judged` (name -> its real and its fake batch) learns to tell them apart;
+        then backward and the guarded step of opt_D. Returns each one's losses by kind and the skip flag.
+
+        The kinds: the GAN loss on the reals ("D_real") and on the fakes ("D_fake"), each times `scale`
+        (the reference halves them to slow D relative to G; DCGAN does not), with wgangp lambda_gp x the
+        WGAN-GP penalty ("gp"), with a class head lambda_cls x the class loss of the reals ("cls",
+        against `labels[name]`, their classes; a fake teaches the head nothing).
+        """
+        lo = self.cfg.loss
+        for name in self.discriminators:
+            self.nets[name].requires_grad_(True)
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        with self.autocast():
+            for name, (real, fake) in judged.items():
+                pred_real, pred_fake = self._calls(name, real, fake)
+                part = parts[name] = {}
+                if isinstance(pred_real, tuple):  # (logits, class logits): a discriminator with a class head
+                    (pred_real, cls_real), (pred_fake, _) = pred_real, pred_fake
+                    part["cls"] = class_loss(cls_real, labels[name]) * lo.lambda_cls
+                part["D_real"] = gan_loss(pred_real, True, lo.gan_mode, self.real_range) * scale
+                part["D_fake"] = gan_loss(pred_fake, False, lo.gan_mode) * scale
+                if lo.gan_mode == "wgangp":
+                    part["gp"] = self._penalty(name, real, fake)
+            loss_D = sum(loss for part in parts.values() for loss in part.values())
+        return parts, self._backward_step(self.opt_D, loss_D)
+
+    def _generator_step(self, loss_G: torch.Tensor) -> torch.Tensor:
+        """Backward and the guarded step of opt_G, then the EMA update; returns the skip flag."""
+        bad = self._backward_step(self.opt_G, loss_G)
+        for name, ema in self.ema.items():
+            ema.update(self.nets[name])
+        if self.cfg.optim.lr_policy == "plateau":
+            self._epoch_loss += loss_G.detach().float().nan_to_num(0.0, 0.0, 0.0)
+            self._epoch_steps += 1
+        return bad
+
+    def _end_step(
+        self, losses: dict[str, torch.Tensor], skipped: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """What `train_step` returns, after the GradScaler's one update per iteration (fp16)."""
+        self.scaler.update()
+        return {k: v.detach() for k, v in losses.items()}, skipped
+
     def _backward_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._called.clear()  # the next backward pass starts: first calls go through DDP again
         return self._guarded_step(opt, loss)
 
     def _guarded_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
@@ -149,13 +212,6 @@ class GANModel:
         opt.found_inf = bad.float()  # read by fused Adam's step
         opt.step()
         return bad
-
-    def _after_G_step(self, loss_G: torch.Tensor) -> None:
-        for name, ema in self.ema.items():
-            ema.update(self.nets[name])
-        if self.cfg.optim.lr_policy == "plateau":
-            self._epoch_loss += loss_G.detach().float().nan_to_num(0.0, 0.0, 0.0)
-            self._epoch_steps += 1
 
     def end_epoch(self) -> None:
         """The per-epoch LR policy; plateau reads the epoch's mean generator loss (one sync per epoch)."""

@@ -108,7 +108,7 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
     run, dist = cfg.run, env.dist
     source = model_family(cfg).open_data(cfg, data_root(cfg, env), env, state)
     data = source.loader
-    model = build_model(cfg, env.device, env.precision, env.kernels, dist, source.labels, source.n_classes)
+    model = build_model(cfg, env, labels=source.labels, n_classes=source.n_classes)
     if run.init_weights and state is None:
         log(f"weights: {', '.join(model.nets)} from {run.init_weights}")
     global_batch = cfg.optim.batch_size * dist.world_size

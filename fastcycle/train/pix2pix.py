@@ -54,34 +54,24 @@ class Pix2Pix(GANModel):
         """One iteration on paired (N, 3, H, W) batches in [-1, 1]: real_A is the input, real_B its
         target. Returns the detached losses and the skip flag, on the device (no host sync)."""
         lo = self.cfg.loss
-        losses: dict[str, torch.Tensor] = {}
         with self.autocast():
             (fake_B,) = self._calls("G", real_A)
 
-        # Discriminator: real pairs vs generated pairs, halved as in the reference.
-        self.D.requires_grad_(True)
-        with self.autocast():
-            real_AB = torch.cat([real_A, real_B], 1)
-            fake_AB = torch.cat([real_A, fake_B.detach().nan_to_num(0.0, 1.0, -1.0)], 1)
-            pred_real, pred_fake = self._calls("D", real_AB, fake_AB)
-            losses["D_real"] = gan_loss(pred_real, True, lo.gan_mode, self.real_range) * 0.5
-            losses["D_fake"] = gan_loss(pred_fake, False, lo.gan_mode) * 0.5
-            loss_D = losses["D_real"] + losses["D_fake"]
-            if lo.gan_mode == "wgangp":
-                losses["gp"] = self._penalty("D", real_AB, fake_AB)
-                loss_D = loss_D + losses["gp"]
-        bad_D = self._backward_step(self.opt_D, loss_D)
+        # Discriminator: real pairs vs generated pairs (the fakes made finite: a skipped step's may not be).
+        real_AB = torch.cat([real_A, real_B], 1)  # (N, 6, H, W), float32 as under autocast (cat promotes)
+        fake_AB = torch.cat([real_A, fake_B.detach().nan_to_num(0.0, 1.0, -1.0)], 1)
+        parts, bad_D = self._discriminator_step({"D": (real_AB, fake_AB)})
+        losses = parts["D"]
 
         # Generator: fool the updated discriminator and stay close to the target in L1.
-        self.D.requires_grad_(False)
+        self._freeze_discriminators()
         with self.autocast():
-            losses["G_GAN"] = gan_loss(self.D(torch.cat([real_A, fake_B], 1)), True, lo.gan_mode)
+            (judged,) = self._calls("D", torch.cat([real_A, fake_B], 1))
+            losses["G_GAN"] = gan_loss(judged, True, lo.gan_mode)
             losses["G_L1"] = l1(fake_B, real_B) * lo.lambda_L1
             loss_G = losses["G_GAN"] + losses["G_L1"]
-        bad_G = self._backward_step(self.opt_G, loss_G)
-        self._after_G_step(loss_G)
-        self.scaler.update()
-        return {k: v.detach() for k, v in losses.items()}, bad_G | bad_D
+        bad_G = self._generator_step(loss_G)
+        return self._end_step(losses, bad_G | bad_D)
 
     def save_samples(self, inputs: tuple, path) -> np.ndarray:
         return save_paired_grid(self, *inputs, path)

@@ -22,7 +22,6 @@ from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_generator, init_weights
-from fastcycle.runtime import Precision
 from fastcycle.train.data import DataSource
 from fastcycle.train.distill.data import open_student_data
 from fastcycle.train.distill.features import (
@@ -33,41 +32,31 @@ from fastcycle.train.distill.features import (
     tap_shapes,
 )
 from fastcycle.train.distill.teacher import load_teacher, teacher_discriminator, teacher_generator
-from fastcycle.train.distributed import DistInfo
-from fastcycle.train.env import RunEnv
+from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.gan import GANModel
 from fastcycle.train.samples import save_distill_grid
 
 
 class Distiller(GANModel):
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
-    ):
+    def __init__(self, cfg: TrainConfig, env: ModelEnv):
         di = cfg.distill
         self._teacher_state, self._teacher_cfg = load_teacher(cfg)  # read once, checksum checked
         self.conditional = self._teacher_cfg.model.model == "pix2pix"  # D judges (input, output) pairs
         self.features, self.gan = di.lambda_distill > 0, di.lambda_gan > 0
         self.generators = ("G", "A") if self.features else ("G",)
         self.discriminators = ("D",) if self.gan else ()
-        super().__init__(cfg, device, precision, kernels, dist_info)
+        super().__init__(cfg, env)
         self.ema.pop("A", None)  # the adapters serve training only
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
         self.teacher = teacher_generator(
-            self._teacher_state, self._teacher_cfg, cfg.data.direction, kernels, di.teacher
-        ).to(device, memory_format=memory_format)
+            self._teacher_state, self._teacher_cfg, cfg.data.direction, env.kernels, di.teacher
+        ).to(env.device, memory_format=memory_format)
         del self._teacher_state  # the teacher's optimizer state and other networks are not needed
         if cfg.runtime.compile:
             self.teacher.compile(dynamic=False, fullgraph=True)  # as the student (GANModel)
         if self.features:  # hooks on the student module itself: its DDP wrapper and EMA copy have none
             self.teacher_taps = FeatureTaps(self.teacher, tap_points(self.teacher))
             self.student_taps = FeatureTaps(self.nets["G"], tap_points(self.nets["G"]))
-        names = ["G_recon"] + ["G_distill"] * self.features + ["G_gan", "D_real", "D_fake"] * self.gan
-        self.loss_names = (*names, *self._gp_names()) if self.gan else tuple(names)
 
     def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         """The student "G", with feature distillation its adapters "A", with a GAN loss the
@@ -82,6 +71,11 @@ class Distiller(GANModel):
         if self.gan:
             nets["D"] = teacher_discriminator(self._teacher_state, self._teacher_cfg, self.cfg.data.direction)
         return nets
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        names = ("G_recon", *("G_distill",) * self.features)
+        return (*names, "G_gan", "D_real", "D_fake", *self._gp_names()) if self.gan else names
 
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
@@ -103,36 +97,27 @@ class Distiller(GANModel):
         losses: dict[str, torch.Tensor] = {}
         with torch.no_grad(), self.autocast():
             target = self.teacher(real_A)  # (N, 3, H, W); the teacher's taps fire here
-        if self.gan:
-            self.D.requires_grad_(False)
+        self._freeze_discriminators()
         with self.autocast():
             (fake,) = self._calls("G", real_A)
             losses["G_recon"] = l1(fake, target) * di.lambda_recon
             if self.features:
-                adapted = self.wrapped["A"](self.student_taps.take())
+                (adapted,) = self._calls("A", self.student_taps.take())
                 losses["G_distill"] = feature_loss(adapted, self.teacher_taps.take()) * di.lambda_distill
             if self.gan:
-                losses["G_gan"] = gan_loss(self.D(self._judged(real_A, fake)), True, gan_mode) * di.lambda_gan
+                (judged,) = self._calls("D", self._judged(real_A, fake))
+                losses["G_gan"] = gan_loss(judged, True, gan_mode) * di.lambda_gan
             loss_G = sum(losses.values())
-        skipped = self._backward_step(self.opt_G, loss_G)
-        self._after_G_step(loss_G)
+        skipped = self._generator_step(loss_G)
 
-        if self.gan:  # D: real output-domain images vs the student's, each half, as in the reference
-            self.D.requires_grad_(True)
+        if self.gan:  # D: real output-domain images vs the student's
             real = self._judged(real_A, real_B)
             # A skipped step's fake may be non-finite: D must not learn from it (no sync: on the device).
             fake = self._judged(real_A, fake.detach().nan_to_num(0.0, 1.0, -1.0))
-            with self.autocast():
-                pred_real, pred_fake = self._calls("D", real, fake)
-                losses["D_real"] = gan_loss(pred_real, True, gan_mode, self.real_range) * 0.5
-                losses["D_fake"] = gan_loss(pred_fake, False, gan_mode) * 0.5
-                loss_D = losses["D_real"] + losses["D_fake"]
-                if gan_mode == "wgangp":
-                    losses["gp"] = self._penalty("D", real, fake)
-                    loss_D = loss_D + losses["gp"]
-            skipped = skipped | self._backward_step(self.opt_D, loss_D)
-        self.scaler.update()
-        return {k: v.detach() for k, v in losses.items()}, skipped
+            parts, bad_D = self._discriminator_step({"D": (real, fake)})
+            losses |= parts["D"]
+            skipped = skipped | bad_D
+        return self._end_step(losses, skipped)
 
     def sample_inputs(self, batch) -> tuple:
         return (batch.A[:4].clone(),)

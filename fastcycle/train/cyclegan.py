@@ -22,10 +22,8 @@ from fastcycle.data.scan import scan_domain
 from fastcycle.losses import class_loss, gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator, eval_mode
 from fastcycle.pool import ImagePool
-from fastcycle.runtime import Precision
 from fastcycle.train.data import DataSource, class_labels, log_scans, spec_fields
-from fastcycle.train.distributed import DistInfo
-from fastcycle.train.env import RunEnv
+from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.gan import GANModel
 from fastcycle.train.runlog import log
 from fastcycle.train.samples import save_cycle_grid
@@ -41,25 +39,18 @@ class CycleGAN(GANModel):
     def __init__(
         self,
         cfg: TrainConfig,
-        device: torch.device,
-        precision: Precision,
-        kernels: str = "torch",
-        dist_info: DistInfo | None = None,
+        env: ModelEnv,
+        *,
         labels: tuple[torch.Tensor, torch.Tensor] | None = None,
         n_classes: int = 0,
     ):
-        """labels: with --aux-classifier, (n_A,) and (n_B,) int64 class of each scanned file (-1: none)."""
+        """labels, n_classes: with --aux-classifier, (n_A,) and (n_B,) int64 class of each scanned file
+        (-1: none) and how many classes, from the DataSource (CycleGAN.open_data)."""
         self.aux, self.n_classes = cfg.model.aux_classifier, n_classes
-        super().__init__(cfg, device, precision, kernels, dist_info)
+        super().__init__(cfg, env)
         lo = cfg.loss
         if self.aux:
-            self.labels_A, self.labels_B = (t.to(device) for t in labels)
-        names = [*LOSS_NAMES]
-        if lo.gan_mode == "wgangp":
-            names += ["gp_A", "gp_B"]
-        if self.aux:
-            names += ["cls_A", "cls_B", "G_cls"]
-        self.loss_names = tuple(names)
+            self.labels_A, self.labels_B = (t.to(env.device) for t in labels)
         rank_seed = cfg.runtime.seed * 2 + 7919 * self.dist.rank  # a pool per rank, each with its own draws
         self.pool_A = ImagePool(lo.pool_size, rank_seed + 1)  # past fake_A, for D_A
         self.pool_B = ImagePool(lo.pool_size, rank_seed + 2)  # past fake_B, for D_B
@@ -75,6 +66,11 @@ class CycleGAN(GANModel):
             "D_A": build_discriminator(m.netD, **d),
             "D_B": build_discriminator(m.netD, **d),
         }
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        gp = ("gp_A", "gp_B") if self.cfg.loss.gan_mode == "wgangp" else ()
+        return (*LOSS_NAMES, *gp, *(("cls_A", "cls_B", "G_cls") if self.aux else ()))
 
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
@@ -108,14 +104,12 @@ class CycleGAN(GANModel):
         batch's file indices, for the class labels of --aux-classifier."""
         lo = self.cfg.loss
         lambda_idt = lo.lambda_identity
-        D_nets = (self.D_A, self.D_B)
         losses: dict[str, torch.Tensor] = {}
         if self.aux:
             y_A, y_B = self._labels(self.labels_A, index_A), self._labels(self.labels_B, index_B)
 
         # Generators: GAN + cycle + identity (+ class of the fakes), with the discriminators frozen.
-        for net in D_nets:
-            net.requires_grad_(False)
+        self._freeze_discriminators()
         with self.autocast():
             if lambda_idt > 0:
                 fake_B, idt_A = self._calls("G_AB", real_A, real_B)
@@ -123,9 +117,8 @@ class CycleGAN(GANModel):
             else:
                 (fake_B,) = self._calls("G_AB", real_A)
                 (fake_A,) = self._calls("G_BA", real_B)
-            rec_A = self.G_BA(fake_B)
-            rec_B = self.G_AB(fake_A)
-            judged_B, judged_A = self.D_B(fake_B), self.D_A(fake_A)
+            (rec_A,), (rec_B,) = self._calls("G_BA", fake_B), self._calls("G_AB", fake_A)
+            (judged_B,), (judged_A,) = self._calls("D_B", fake_B), self._calls("D_A", fake_A)
             if self.aux:  # a fake keeps its source's class: D_B's head should read y_A in fake_B
                 (judged_B, cls_fake_B), (judged_A, cls_fake_A) = judged_B, judged_A
                 losses["G_cls"] = (class_loss(cls_fake_B, y_A) + class_loss(cls_fake_A, y_B)) * lo.lambda_cls
@@ -137,42 +130,20 @@ class CycleGAN(GANModel):
                 losses["idt_A"] = l1(idt_A, real_B) * lo.lambda_B * lambda_idt
                 losses["idt_B"] = l1(idt_B, real_A) * lo.lambda_A * lambda_idt
             loss_G = sum(losses.values())
-        bad_G = self._backward_step(self.opt_G, loss_G)
-        self._after_G_step(loss_G)
+        bad_G = self._generator_step(loss_G)
 
-        # Discriminators: real vs a pooled fake, each loss halved to slow D relative to G.
-        for net in D_nets:
-            net.requires_grad_(True)
-        # A step the guard skips may have made non-finite fakes; they must not sit in the pools for
-        # later steps to draw (nan_to_num checks on the device, no sync; finite values pass unchanged).
+        # Discriminators: real vs a pooled fake. A step the guard skips may have made non-finite fakes;
+        # they must not sit in the pools for later steps to draw (nan_to_num checks on the device, no
+        # sync; finite values pass unchanged).
         fake_B = self.pool_B.query(fake_B.nan_to_num(0.0, 1.0, -1.0))
         fake_A = self.pool_A.query(fake_A.nan_to_num(0.0, 1.0, -1.0))
-        with self.autocast():
-            pred_real_B, pred_fake_B = self._calls("D_B", real_B, fake_B)
-            pred_real_A, pred_fake_A = self._calls("D_A", real_A, fake_A)
-            if self.aux:  # the heads learn from labelled real images only
-                (pred_real_B, cls_real_B), (pred_fake_B, _) = pred_real_B, pred_fake_B
-                (pred_real_A, cls_real_A), (pred_fake_A, _) = pred_real_A, pred_fake_A
-            losses["D_B"] = self._d_loss(pred_real_B, pred_fake_B)
-            losses["D_A"] = self._d_loss(pred_real_A, pred_fake_A)
-            loss_D = losses["D_A"] + losses["D_B"]
-            if lo.gan_mode == "wgangp":
-                losses["gp_B"] = self._penalty("D_B", real_B, fake_B)
-                losses["gp_A"] = self._penalty("D_A", real_A, fake_A)
-                loss_D = loss_D + losses["gp_A"] + losses["gp_B"]
-            if self.aux:
-                losses["cls_B"] = class_loss(cls_real_B, y_B) * lo.lambda_cls
-                losses["cls_A"] = class_loss(cls_real_A, y_A) * lo.lambda_cls
-                loss_D = loss_D + losses["cls_A"] + losses["cls_B"]
-        bad_D = self._backward_step(self.opt_D, loss_D)
-        self.scaler.update()
-        return {k: v.detach() for k, v in losses.items()}, bad_G | bad_D
-
-    def _d_loss(self, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> torch.Tensor:
-        gan_mode = self.cfg.loss.gan_mode
-        return (
-            gan_loss(pred_real, True, gan_mode, self.real_range) + gan_loss(pred_fake, False, gan_mode)
-        ) * 0.5
+        judged = {"D_B": (real_B, fake_B), "D_A": (real_A, fake_A)}
+        parts, bad_D = self._discriminator_step(judged, labels={"D_B": y_B, "D_A": y_A} if self.aux else None)
+        for side in "AB":  # D_A: its halved real and fake losses together, as the reference logs them
+            part = parts[f"D_{side}"]
+            losses[f"D_{side}"] = part.pop("D_real") + part.pop("D_fake")
+            losses |= {f"{kind}_{side}": loss for kind, loss in part.items()}  # gp_A, cls_A
+        return self._end_step(losses, bad_G | bad_D)
 
     @torch.no_grad()
     def classify(self, domain: str, images: torch.Tensor) -> torch.Tensor:
