@@ -82,7 +82,9 @@ def _train_parser(sub: Any, name: str) -> _Parser:
     groups: dict[str, _Group] = {}
     for name, (section, f) in field_index().items():
         if section != "distill":  # `fastcycle distill`'s
-            _config_flag(groups.setdefault(section, _Group(p, section)), name, f)
+            if section not in groups:  # one heading per config section, in field order
+                groups[section] = _Group(p, section)
+            _config_flag(groups[section], name, f)
     return p
 
 

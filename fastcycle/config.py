@@ -278,8 +278,9 @@ _NON_NEGATIVE = (
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise UserError naming the first inconsistent value; returns cfg for chaining."""
     index = field_index()
-    for name, (section, f) in index.items():
-        value = getattr(getattr(cfg, section), name)
+    values = {name: getattr(getattr(cfg, section), name) for name, (section, _) in index.items()}
+    for name, (_, f) in index.items():
+        value = values[name]
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise UserError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
@@ -289,7 +290,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag(name)} must be a finite number, got {value}")
     d, o = cfg.data, cfg.optim
-    values = {name: getattr(getattr(cfg, section), name) for name, (section, _) in index.items()}
     for name in _POSITIVE:
         if values[name] <= 0:
             raise UserError(f"{flag(name)} must be positive, got {values[name]}")
