@@ -154,6 +154,9 @@ class AotiRunner:
         self.path, self.device, self.meta = path, device, meta
         self.max_batch = int(meta["fastcycle.max_batch"])
         self.channels = int(meta["fastcycle.channels"])
+        self.input_nc = self.channels
+        self.output_nc = int(meta.get("fastcycle.output_channels", self.channels))
+        self.precision = "fp32"  # packages are compiled from the fp32 generator
         h, w = int(meta["fastcycle.height"]), int(meta["fastcycle.width"])
         self.hw = (h, w) if h and w else None  # None: any multiple of 4 in min_hw..max_hw
         self.hw_range = int(meta["fastcycle.min_hw"]), int(meta["fastcycle.max_hw"])

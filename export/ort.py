@@ -72,6 +72,8 @@ class OrtRunner:
         )  # image/translated, or noise/image
         self.image_to_image = self.input_name == INPUT
         self.out_chw = [d if isinstance(d, int) else None for d in outputs[0].shape[1:]]
+        self.input_nc, self.output_nc = inputs[0].shape[1], outputs[0].shape[1]
+        self.precision = meta.get("fastcycle.dtype", "fp32")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if any(want is not None and want != got for want, got in zip(self.hw, x.shape[2:], strict=True)):

@@ -193,6 +193,10 @@ class TrtRunner:
         lo, _, hi = (tuple(d) for d in self.engine.get_tensor_profile_shape(INPUT, 0))  # (N, 3, H, W) each
         self.batch, self.hw = (lo[0], hi[0]), (lo[2], lo[3])
         self.size_multiple = UNRECORDED_SIZE_MULTIPLE  # a plan keeps no record of its generator
+        self.input_nc, self.output_nc = lo[1], self.engine.get_tensor_shape(OUTPUT)[1]
+        # A plan does not record the precision it was built in: assume reduced, so that 16-bit images
+        # are never silently computed at fp16/bf16 precision (fastcycle.translator refuses them).
+        self.precision = "fp16"
         self.note = (
             f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)}, "
             f"batch {lo[0]}..{hi[0]} at {lo[2]}x{lo[3]}"

@@ -158,7 +158,9 @@ def _distill_parser(sub: Any, name: str) -> _Parser:
 
 
 def _translate_parser(sub: Any, name: str) -> _Parser:
-    p = sub.add_parser(name, help="translate a folder of images with a trained generator")
+    p = sub.add_parser(
+        name, help="translate images (any size, 8 or 16 bits) and videos with a trained generator"
+    )
     p.add_argument(
         "--checkpoint",
         required=True,
@@ -171,8 +173,17 @@ def _translate_parser(sub: Any, name: str) -> _Parser:
         choices=BACKENDS,
         help="inference engine; auto: by the --checkpoint file's suffix (.onnx, .plan, .pt2), else torch",
     )
-    p.add_argument("--input", required=True, help="folder of images to translate (searched recursively)")
-    p.add_argument("--output", required=True, help="folder for the translations (PNG, same relative names)")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="a folder of images and videos (searched recursively), one image, or one video file",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="for a folder, the folder of translations (images as PNG, videos in their container, same "
+        "relative names); for one file, the file to write (e.g. out.png, out.mp4)",
+    )
     p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
     _device_flags(p, kernels=True)
@@ -183,8 +194,56 @@ def _translate_parser(sub: Any, name: str) -> _Parser:
         action="store_true",
         help="also write <output>/index.html: input | output (| reconstruction for CycleGAN) thumbnails",
     )
+    _size_flags(p)
+    video = _Group(p, "video")
+    video.add_argument(
+        "--frames-dir", help="also write each translated video frame as a PNG under this folder"
+    )
+    video.add_argument(
+        "--loader",
+        default="pyav",
+        choices=("pyav", "dali"),
+        help="video decoding: pyav (FFmpeg, CPU threads) or dali (NVDEC on the GPU, through DALI)",
+    )
     _reference_architecture(p)
     return p
+
+
+def _size_flags(p: _Parser) -> None:
+    g = _Group(p, "image size, memory and bit depth")
+    g.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory one pass may use, e.g. 8G or 512M (default: the free GPU memory, or half the free "
+        "RAM on a CPU); an image whose whole pass needs more is translated in tiles, with the same result",
+    )
+    g.add_argument("--tile", type=int, metavar="PX", help="always translate in tiles of this side")
+    g.add_argument(
+        "--tile-overlap",
+        type=int,
+        metavar="PX",
+        help="context each tile reads around itself (default: exactly what the layers need)",
+    )
+    g.add_argument(
+        "--load-size",
+        type=int,
+        metavar="PX",
+        help="first scale each image to this width, keeping its aspect (the reference's scale_width: "
+        "results are best at the scale the model was trained at)",
+    )
+    g.add_argument(
+        "--max-side", type=int, metavar="PX", help="first scale down images whose longer side is larger"
+    )
+    g.add_argument("--keep-size", action="store_true", help="scale each translation back to its input's size")
+    g.add_argument(
+        "--output-bits",
+        type=int,
+        choices=(8, 16),
+        help="bits per channel of the translated images (default: the input's; 16 needs an fp32 backend)",
+    )
+    g.add_argument(
+        "--scratch-dir", help="where tiled translation keeps activations (default: a temporary folder)"
+    )
 
 
 def _reference_architecture(p: _Parser) -> None:

@@ -31,6 +31,9 @@ class Runner(Protocol):
     device: torch.device  # where inputs are expected and outputs returned
     note: str  # one line for the log: what it runs on (e.g. "CUDAExecutionProvider, fp16")
     size_multiple: int  # input H and W must be multiples of this (the generator's, from its spec)
+    input_nc: int  # channels in (3: RGB, 1: grayscale)
+    output_nc: int  # channels out
+    precision: str  # what it computes in: "fp32", "bf16" or "fp16" (16-bit images need fp32)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -52,15 +55,23 @@ class TorchRunner:
         self.net = net.to(device, memory_format=self.layout).eval()
         self.device, self.amp_dtype = device, amp_dtype
         self.size_multiple = net.spec.size_multiple
-        precision = str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
+        self.input_nc, self.output_nc = generator_channels(net)
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")
         layout = ", channels-last" if self.layout == torch.channels_last else ""
-        self.note = f"torch eager on {device}, {precision}{layout}"
+        self.note = f"torch eager on {device}, {self.precision}{layout}"
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return self.net(x).float()
+
+
+def generator_channels(net: torch.nn.Module) -> tuple[int, int]:
+    """(input_nc, output_nc) of an image-to-image generator: its first convolution's input channels and
+    its last one's output channels (module order is call order in every fastcycle generator)."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    return convs[0].in_channels, convs[-1].out_channels
 
 
 def run_padded(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -1,99 +1,174 @@
-"""Translate a folder of images with a trained generator (the reference's test.py, streaming).
+"""Translate a folder of images and videos, one image or one video, with a trained generator (the
+reference's test.py, streaming).
 
-Decode runs in a thread pool ahead of the model and PNG encoding in another behind it, each through a
-bounded window, so memory stays flat on folders of any size while the device stays busy. The model is
-any fastcycle.runner.Runner (torch, ONNX Runtime, TensorRT, AOTInductor); the caller opens it
-(fastcycle.export.backends.open_runner), so this pipeline imports no backend.
+Images: decode runs in a thread pool ahead of the model and encoding in another behind it, each through
+a bounded window, so memory stays flat on folders of any size while the device stays busy. Videos go
+through fastcycle.video (PyAV decode and encode threads around the same model calls). The model is a
+fastcycle.translator.Translator (any size: whole, in smaller batches or tiled; 8- or 16-bit; any channel
+count), opened by the caller (fastcycle.export.translator.load_translator), so this pipeline imports no
+backend.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from fastcycle.data.folders import list_images, load_rgb, save_image
-from fastcycle.data.transforms import to_model_range, to_uint8
+from fastcycle.data.folders import list_images, read_image, write_image
 from fastcycle.errors import UserError
-from fastcycle.runner import Runner, run_padded
+from fastcycle.runner import Runner
+from fastcycle.translator import Translator
+from fastcycle.video import VIDEO_EXTENSIONS, is_video, translate_video
+
+# A WebM holds VP8/VP9/AV1 only, not the H.264 that fastcycle.video writes: its translation is a .mkv.
+_VIDEO_OUTPUT_SUFFIX = {".webm": ".mkv"}
 
 
 @dataclass
 class TranslateReport:
-    written: int
-    skipped: list[str]
+    written: int  # images and videos written
+    skipped: list[str]  # unreadable inputs
     seconds: float
+    frames: int = 0  # video frames translated
+    converted: Counter = field(default_factory=Counter)  # conversion note -> images ("RGBA to RGB")
 
 
 def output_path(src: Path, input_dir: Path, output_dir: Path) -> Path:
-    """input/sub/x.jpg -> output/sub/x.png (PNG: translations are not re-compressed lossily)."""
-    return (output_dir / src.relative_to(input_dir)).with_suffix(".png")
+    """input/sub/x.jpg -> output/sub/x.png (PNG: translations are not re-compressed lossily; 16-bit
+    inputs stay 16-bit); input/sub/clip.mp4 -> output/sub/clip.mp4."""
+    rel = output_dir / src.relative_to(input_dir)
+    if is_video(src):
+        return rel.with_suffix(_VIDEO_OUTPUT_SUFFIX.get(src.suffix.lower(), src.suffix))
+    return rel.with_suffix(".png")
 
 
-def _decode(path: Path) -> np.ndarray | None:
+def _decode(path: Path) -> tuple[np.ndarray, list[str]] | None:
     try:
-        return np.asarray(load_rgb(path))  # (H, W, 3) uint8
+        return read_image(path)  # (H, W, C) uint8 or uint16, the conversions made
     except OSError:
         return None
 
 
-@torch.no_grad()
-def _run(
-    runner: Runner, images: list[np.ndarray], reverse: Runner | None = None
-) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """Same-size (H, W, 3) uint8 images -> translated uint8 images of the same size, and with a
-    `reverse` runner (the other CycleGAN generator) their reconstructions."""
-    x = torch.from_numpy(np.stack(images)).to(runner.device, non_blocking=True).permute(0, 3, 1, 2)
-    x = to_model_range(x)  # (N, 3, H, W) in [-1, 1]
-    y = run_padded(runner, x, runner.size_multiple)
-    out = list(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
-    if reverse is None:
-        return out, None
-    rec = run_padded(reverse, y.to(reverse.device), reverse.size_multiple)
-    return out, list(to_uint8(rec).permute(0, 2, 3, 1).cpu().numpy())
+def _as_translator(model: Translator | Runner) -> Translator:
+    return model if isinstance(model, Translator) else Translator(model)
+
+
+def translate_path(
+    model: Translator | Runner,
+    input: str | Path,
+    output: str | Path,
+    batch_size: int = 8,
+    workers: int = 4,
+    html: bool = False,
+    reverse: Translator | Runner | None = None,
+    frames_dir: str | Path | None = None,
+    loader: str = "pyav",
+) -> TranslateReport:
+    """Translate `input`: a folder (its images, and its videos one by one), one video file into the
+    video `output`, or one image file into the image `output`."""
+    src, dst = Path(input), Path(output)
+    translator = _as_translator(model)
+    if src.is_dir():
+        report = translate_folder(translator, src, dst, batch_size, workers, html, reverse)
+        for video in _videos(src):
+            report.frames += _video(
+                translator, video, output_path(video, src, dst), batch_size, frames_dir, loader
+            )
+            report.written += 1
+        return report
+    if not src.is_file():
+        raise UserError(f"--input {src} does not exist; pass an image or video file or a folder of them")
+    t0 = time.perf_counter()
+    if is_video(src):
+        frames = _video(translator, src, dst, batch_size, frames_dir, loader)
+        return TranslateReport(1, [], time.perf_counter() - t0, frames)
+    return _one_image(translator, src, dst, t0)
+
+
+def _videos(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def _video(translator: Translator, src: Path, dst: Path, batch_size: int, frames_dir, loader: str) -> int:
+    if frames_dir is not None:
+        frames_dir = Path(frames_dir)
+    report = translate_video(
+        src,
+        dst,
+        translator.translate_arrays,
+        batch_size=batch_size,
+        frames_dir=frames_dir,
+        loader=loader,
+        device=translator.runner.device,
+    )
+    translator.say(f"{src} -> {dst}: {report.note}")
+    return report.frames
+
+
+def _one_image(translator: Translator, src: Path, dst: Path, t0: float) -> TranslateReport:
+    if src.resolve() == dst.resolve():
+        raise UserError(f"--output {dst} is the input image itself; choose another file")
+    decoded = _decode(src)
+    if decoded is None:
+        raise UserError(f"{src} is not a readable image or video; check the file")
+    image, notes = decoded
+    out = translator.translate_arrays([image])[0]
+    dst = dst if dst.suffix else dst.with_suffix(".png")
+    _write(out, dst)
+    return TranslateReport(1, [], time.perf_counter() - t0, converted=Counter(notes))
+
+
+def _write(arr: np.ndarray, dst: Path) -> None:
+    try:
+        write_image(arr, dst)
+    except ValueError as e:  # a 16-bit translation for a format that holds 8 bits
+        raise UserError(f"{e}; write a .png or .tif, or pass --output-bits 8") from None
 
 
 def translate_folder(
-    runner: Runner,
+    model: Translator | Runner,
     input_dir: str | Path,
     output_dir: str | Path,
     batch_size: int = 8,
     workers: int = 4,
     html: bool = False,
-    reverse: Runner | None = None,
+    reverse: Translator | Runner | None = None,
 ) -> TranslateReport:
-    """Translate every image under input_dir with `runner`.
+    """Translate every image under input_dir with `model` (a Translator, or a bare Runner run whole).
 
     html: also write <output>/index.html, the reference's results page: input | output thumbnails,
-    plus the reconstruction when `reverse` (the other generator of a CycleGAN) is given, whose images
+    plus the reconstruction when `reverse` (the other CycleGAN generator) is given, whose images
     go to <output>/reconstructed/."""
+    translator = _as_translator(model)
+    back = None if reverse is None else _as_translator(reverse)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     files = _input_files(input_dir, output_dir, batch_size)
     skipped: list[str] = []
+    converted: Counter = Counter()
     written = 0
     gallery = None
     if html:
         from fastcycle.gallery import GalleryWriter
 
-        columns = ["input", "output"] + (["reconstruction"] if reverse is not None else [])
+        columns = ["input", "output"] + (["reconstruction"] if back is not None else [])
         gallery = GalleryWriter(output_dir, f"fastcycle translate: {input_dir}", columns)
     rec_dir = output_dir / "reconstructed"
 
     def write(path: Path, out: np.ndarray, rec: np.ndarray | None) -> None:
         dst = output_path(path, input_dir, output_dir)
-        save_image(out, dst)
+        _write(out, dst)
         row = {"input": path, "output": dst}
         if rec is not None:
             row["reconstruction"] = output_path(path, input_dir, rec_dir)
-            save_image(rec, row["reconstruction"])
+            _write(rec, row["reconstruction"])
         if gallery is not None:
             gallery.add(str(path.relative_to(input_dir)), row)
 
@@ -102,8 +177,10 @@ def translate_folder(
     with ThreadPoolExecutor(workers) as decode_pool, ThreadPoolExecutor(workers) as encode_pool:
         writes: deque[Future] = deque()
         bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
-        for paths, images in _batches(files, decode_pool, window, batch_size, skipped, bar):
-            outs, recs = _run(runner, images, reverse)
+        for paths, images, notes in _batches(files, decode_pool, window, batch_size, skipped, bar):
+            converted.update(notes)
+            outs = translator.translate_arrays(images)
+            recs = None if back is None else back.translate_arrays(outs)
             for i, (path, out) in enumerate(zip(paths, outs, strict=True)):
                 writes.append(encode_pool.submit(write, path, out, None if recs is None else recs[i]))
             while len(writes) > window:
@@ -115,7 +192,7 @@ def translate_folder(
         bar.close()
     if gallery is not None:
         gallery.close()
-    return TranslateReport(written, skipped, time.perf_counter() - t0)
+    return TranslateReport(written, skipped, time.perf_counter() - t0, converted=converted)
 
 
 def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Path]:
@@ -131,8 +208,8 @@ def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Pat
             f"output folder {output_dir} is inside the input folder; choose one outside {input_dir}"
         )
     files = list_images(input_dir)
-    if not files:
-        raise UserError(f"{input_dir} holds no images")
+    if not files and not _videos(input_dir):
+        raise UserError(f"{input_dir} holds no images or videos")
     outputs: dict[Path, Path] = {}
     for f in files:
         out = output_path(f, input_dir, output_dir)
@@ -144,9 +221,10 @@ def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Pat
 
 def _batches(
     files: list[Path], pool: ThreadPoolExecutor, window: int, batch_size: int, skipped: list[str], bar: tqdm
-) -> Iterator[tuple[list[Path], list[np.ndarray]]]:
-    """(paths, images): runs of up to batch_size same-size decoded images, in file order. Decoding runs
-    up to `window` files ahead in `pool`; an unreadable file goes to `skipped` (and counts on `bar`)."""
+) -> Iterator[tuple[list[Path], list[np.ndarray], list[str]]]:
+    """(paths, images, conversion notes): runs of up to batch_size same-size decoded images, in file
+    order. Decoding runs up to `window` files ahead in `pool`; an unreadable file goes to `skipped` (and
+    counts on `bar`)."""
     pending: deque[tuple[Path, Future]] = deque()
     todo = iter(files)
 
@@ -158,19 +236,23 @@ def _batches(
             pending.append((path, pool.submit(_decode, path)))
 
     refill()
-    paths, images = [], []
+    paths, images, notes = [], [], []
     while pending:
         path, fut = pending.popleft()
         refill()
-        img = fut.result()
-        if img is None:
+        decoded = fut.result()
+        if decoded is None:
             skipped.append(str(path))
             bar.update(1)
             continue
-        if images and (img.shape != images[0].shape or len(images) == batch_size):
-            yield paths, images
-            paths, images = [], []
+        img, made = decoded
+        if images and (
+            img.shape != images[0].shape or img.dtype != images[0].dtype or len(images) == batch_size
+        ):
+            yield paths, images, notes
+            paths, images, notes = [], [], []
         paths.append(path)
         images.append(img)
+        notes += made
     if images:
-        yield paths, images
+        yield paths, images, notes

@@ -89,7 +89,7 @@ LAYERS = [
     (
         "foundation",
         [
-            "fastcycle",
+            "fastcycle.version",
             "fastcycle.errors",
             "fastcycle.atomic",
             "fastcycle.generator_specs",
@@ -112,11 +112,15 @@ LAYERS = [
             "fastcycle.gallery",
             "fastcycle.plot",
             "fastcycle.noise",
+            "fastcycle.video",
+            "fastcycle.tiling",
+            "fastcycle.translator",
         ],
     ),
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),
     ("export", ["fastcycle.export"]),
-    ("command", ["fastcycle.cli", "fastcycle.__main__"]),
+    # The package itself is the public API: `fastcycle.load_translator` comes from the export layer.
+    ("command", ["fastcycle.cli", "fastcycle.__main__", "fastcycle"]),
 ]
 
 
