@@ -112,6 +112,7 @@ LAYERS = [
             "fastcycle.gallery",
             "fastcycle.plot",
             "fastcycle.noise",
+            "fastcycle.video",
         ],
     ),
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),
