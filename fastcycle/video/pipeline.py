@@ -9,6 +9,7 @@ written beside `dst` and renamed over it only once complete (fastcycle.atomic.wr
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
@@ -79,8 +80,16 @@ def translate_video(
     if frames_dir is None:
         write_atomic(dst, lambda tmp: run(tmp, None))
     else:
-        # The PNG folder, too, appears whole or not at all.
-        write_atomic(dst, lambda tmp: write_folder_atomic(Path(frames_dir) / src.stem, lambda d: run(tmp, d)))
+        # The PNG folder, too, appears whole or not at all (and a frames_dir made for it goes with it).
+        frames_dir = Path(frames_dir)
+        made = not frames_dir.exists()
+        try:
+            write_atomic(dst, lambda tmp: write_folder_atomic(frames_dir / src.stem, lambda d: run(tmp, d)))
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    frames_dir.rmdir()
+            raise
     enc = done["encoder"]
     seconds = time.perf_counter() - t0
     notes = [f"{src.name}: {decoder} decode", *enc.notes] + ([line] if line else [])

@@ -21,6 +21,8 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".m
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 
 # The pixel formats libx264 encodes that are kept as they come; any other input is written as yuv420p.
+RGB_COLORSPACE = 0  # AVCOL_SPC_RGB: the frames are not YUV at all
+
 KEPT_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 
 
@@ -84,8 +86,9 @@ def probe(src: Path) -> VideoInfo:
             variable_rate=len(steps) > 1 and int(steps.max() - steps.min()) > 1,
             display_matrix=matrix,
             rotation=first.rotation if matrix is not None else 0,
-            colorspace=first.colorspace,
-            color_range=first.color_range,
+            # An RGB input (PNG, libx264rgb) is written as YUV: BT.601, limited range, as untagged video.
+            colorspace=first.colorspace if first.colorspace != RGB_COLORSPACE else 2,
+            color_range=first.color_range if first.colorspace != RGB_COLORSPACE else 0,
             color_primaries=first.color_primaries,
             color_trc=first.color_trc,
             audio=[s.index for s in container.streams.audio if s.codec_context is not None],
