@@ -39,14 +39,14 @@ def make_clip(
     path: Path,
     n: int = 24,
     size: tuple[int, int] = (W, H),
-    audio: bool = True,
+    audio: str | None = "aac",
     rotate: int | None = None,
     durations: list[int] | None = None,
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
 ) -> Path:
     """An n-frame clip at 24 fps (or with per-frame `durations` in 1/1000 s: variable rate), plus a 440 Hz
-    AAC sine over the same time when `audio`."""
+    mono sine over the same time in the `audio` codec (None: no audio)."""
     with av.open(str(path), "w") as c:
         v = c.add_stream(codec, rate=24)
         v.width, v.height, v.pix_fmt = *size, pix_fmt
@@ -54,6 +54,10 @@ def make_clip(
             v.time_base = v.codec_context.time_base = Fraction(1, 1000)
         if rotate is not None:
             v.set_display_rotation(rotate)
+        a = None
+        if audio is not None:  # every stream exists before the first packet is written
+            a = c.add_stream(audio, rate=48000 if audio == "libopus" else 16000)
+            a.layout = "mono"
         pts = 0
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(pattern(i, *size), format="rgb24")
@@ -64,30 +68,19 @@ def make_clip(
                 frame.pts = i
             c.mux(v.encode(frame))
         c.mux(v.encode())
-    if audio:
-        _add_sine(path, n / 24)
+        if a is not None:
+            rate, step = a.codec_context.sample_rate, a.codec_context.frame_size or 1024
+            t = np.arange(int(rate * n / 24)) / rate
+            sine = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]  # (1, samples)
+            for k in range(0, sine.shape[1] - step + 1, step):
+                layout = "fltp" if audio == "aac" else "flt"
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(sine[:, k : k + step]), layout, "mono"
+                )
+                frame.sample_rate, frame.pts = rate, k
+                c.mux(a.encode(frame))
+            c.mux(a.encode())
     return path
-
-
-def _add_sine(path: Path, seconds: float) -> None:
-    """Remux `path` with an AAC sine track (PyAV needs every stream before the first packet)."""
-    tmp = path.with_name("sine-" + path.name)
-    with av.open(str(path)) as inp, av.open(str(tmp), "w") as out:
-        v = out.add_stream_from_template(inp.streams.video[0])
-        a = out.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = v
-                out.mux(packet)
-        t = np.arange(int(16000 * seconds)) / 16000
-        sine = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]  # (1, samples)
-        for k in range(0, sine.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, k : k + 1024]), "fltp", "mono")
-            frame.sample_rate, frame.pts = 16000, k
-            out.mux(a.encode(frame))
-        out.mux(a.encode())
-    tmp.replace(path)
 
 
 def decode(path: Path) -> list[av.VideoFrame]:
@@ -172,7 +165,7 @@ def test_frames_rate_timestamps_audio_and_pngs(tmp_path, generator):
 
 
 def test_rotation_kept_and_no_audio(tmp_path):
-    src = make_clip(tmp_path / "rot.mp4", n=16, audio=False, rotate=90)
+    src = make_clip(tmp_path / "rot.mp4", n=16, audio=None, rotate=90)
     report = translate_video(src, tmp_path / "rot.mkv", identity, progress=False)
     out = decode(tmp_path / "rot.mkv")
     assert not report.audio and len(out) == 16
@@ -183,7 +176,7 @@ def test_rotation_kept_and_no_audio(tmp_path):
 
 def test_variable_frame_rate_keeps_each_timestamp(tmp_path):
     durations = [40, 60, 20, 80] * 5  # ms: 25, 16.7, 50 and 12.5 fps in turn
-    src = make_clip(tmp_path / "vfr.mp4", n=20, audio=False, durations=durations)
+    src = make_clip(tmp_path / "vfr.mp4", n=20, audio=None, durations=durations)
     translate_video(src, tmp_path / "out.mp4", identity, batch_size=3, progress=False)
     times = [f.pts * f.time_base for f in decode(tmp_path / "out.mp4")]
     assert times == [f.pts * f.time_base for f in decode(src)]
@@ -199,15 +192,34 @@ def test_variable_frame_rate_keeps_each_timestamp(tmp_path):
     ],
 )
 def test_pixel_format_kept_where_libx264_can(tmp_path, codec, pix_fmt, suffix, written):
-    src = make_clip(tmp_path / f"in{suffix}", n=8, audio=False, codec=codec, pix_fmt=pix_fmt)
+    src = make_clip(tmp_path / f"in{suffix}", n=8, audio=None, codec=codec, pix_fmt=pix_fmt)
     translate_video(src, tmp_path / "out.mp4", identity, progress=False)
     assert decode(tmp_path / "out.mp4")[0].format.name == written
+
+
+def test_audio_the_output_cannot_hold_is_dropped_with_a_line(tmp_path, capsys):
+    src = make_clip(tmp_path / "opus.mkv", n=12, audio="libopus")
+    kept = translate_video(src, tmp_path / "kept.mkv", identity, progress=False)
+    dropped = translate_video(src, tmp_path / "dropped.mov", identity, progress=False)
+    assert kept.audio and audio_packets(tmp_path / "kept.mkv") == audio_packets(src)
+    line = "video: .mov cannot hold the opus audio of opus.mkv; dropped it (name the output .mkv to keep it)"
+    assert (
+        not dropped.audio and line in capsys.readouterr().err and len(decode(tmp_path / "dropped.mov")) == 12
+    )
+
+
+def test_avi_with_b_frames_is_stamped_at_its_nominal_rate(tmp_path, capsys):
+    """AVI stores no presentation times: FFmpeg's guesses for B-frames come out of order."""
+    src = make_clip(tmp_path / "clip.avi", n=12)
+    report = translate_video(src, tmp_path / "out.mp4", identity, progress=False)
+    assert "timestamps are out of order" in capsys.readouterr().err and report.audio
+    assert [f.pts * f.time_base for f in decode(tmp_path / "out.mp4")] == [Fraction(i, 24) for i in range(12)]
 
 
 def test_decode_and_encode_overlap_the_model(tmp_path):
     """With translate as slow as decoding and encoding together, a serial loop would take the sum of
     the two; the pipeline hides most of the I/O behind the model."""
-    src = make_clip(tmp_path / "big.mp4", n=96, size=(320, 240), audio=False)
+    src = make_clip(tmp_path / "big.mp4", n=96, size=(320, 240), audio=None)
     runs = dict(batch_size=4, progress=False)
     io = min(translate_video(src, tmp_path / "a.mp4", identity, **runs).seconds for _ in range(2))
 
@@ -244,14 +256,14 @@ def test_bad_input_is_one_line_and_keeps_the_old_output(tmp_path, case, message)
     bad, dst = tmp_path / "bad.mp4", tmp_path / "out" / "out.mp4"
     if case == "truncated":  # the index (moov) is at the end: cut, the file does not open
         bad.write_bytes(raw[: len(raw) // 2])
-    elif case == "truncated-faststart":  # index first: it opens, and ends after half the frames
+    elif case == "truncated-faststart":  # index first: it opens, and ends frames early
         with av.open(str(clip)) as i, av.open(str(bad), "w", options={"movflags": "faststart"}) as o:
             streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
             for p in i.demux():
                 if p.dts is not None:
                     p.stream = streams[p.stream.index]
                     o.mux(p)
-        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size * 6 // 10])
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size * 9 // 10])
     elif case == "no-video":
         bad = tmp_path / "sound.m4a"
         with av.open(str(clip)) as i, av.open(str(bad), "w") as o:
@@ -328,7 +340,7 @@ def test_dali_cpu_decodes_vp9_like_pyav(tmp_path):
     pytest.importorskip("nvidia.dali")
     if torch.cuda.is_available():
         pytest.skip("with CUDA, loader='dali' takes NVDEC: test_dali_nvdec_decodes_h264_like_pyav")
-    src = make_clip(tmp_path / "clip.webm", n=20, audio=False, codec="libvpx-vp9")
+    src = make_clip(tmp_path / "clip.webm", n=20, audio=None, codec="libvpx-vp9")
     a = translate_video(src, tmp_path / "dali.mkv", identity, loader="dali", frames_dir=tmp_path / "d")
     b = translate_video(src, tmp_path / "pyav.mkv", identity, loader="pyav", frames_dir=tmp_path / "p")
     assert "dali-cpu decode" in a.note and "pyav decode" in b.note and a.frames == b.frames == 20
@@ -341,7 +353,7 @@ def test_dali_falls_back_to_pyav_with_a_line(tmp_path, capsys):
     pytest.importorskip("nvidia.dali")
     if torch.cuda.is_available():
         pytest.skip("H.264 is NVDEC's: no fallback on a CUDA machine")
-    src = make_clip(tmp_path / "clip.mp4", n=8, audio=False)
+    src = make_clip(tmp_path / "clip.mp4", n=8, audio=None)
     report = translate_video(src, tmp_path / "o.mp4", identity, loader="dali", progress=False)
     line = (
         "DALI cannot decode it (without CUDA DALI decodes only vp8, vp9, mjpeg, not h264); decoding with PyAV"

@@ -25,13 +25,17 @@ X264_OPTIONS = {"crf": "18"}
 class VideoEncoder:
     """One output file. Not thread-safe: the pipeline's encode thread owns it."""
 
-    def __init__(self, path: Path, muxer: str, src: Path, info: VideoInfo, frames_dir: Path | None):
-        self.path, self.muxer, self.src, self.info = path, muxer, src, info
+    def __init__(
+        self, path: Path, suffix: str, muxer: str, src: Path, info: VideoInfo, frames_dir: Path | None
+    ):
+        """path: the temporary file; suffix: the output's (for messages); muxer: FFmpeg's format name."""
+        self.path, self.suffix, self.muxer, self.src, self.info = path, suffix, muxer, src, info
         self.frames_dir = frames_dir
         self.container: av.container.OutputContainer | None = None
         self.video: av.video.stream.VideoStream | None = None
         self.audio: dict[int, av.audio.stream.AudioStream] = {}  # input stream index -> output stream
-        self.waiting: list[av.Packet] = []  # audio demuxed before the first frame opened the file
+        # audio demuxed before the first frame opened the file: (input stream index, packet)
+        self.waiting: list[tuple[int, av.Packet]] = []
         self.notes: list[str] = []
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -42,6 +46,36 @@ class VideoEncoder:
         self.window = 16
 
     def _open(self, size: tuple[int, int]) -> None:
+        """Create the file, its H.264 stream and the audio copies, and write the header. An audio codec
+        the container refuses, by its codec list or when the header is written (Opus or FLAC in
+        .mov), is dropped with one line on stderr."""
+        with av.open(str(self.src)) as inp:
+            audio = {i: inp.streams[i] for i in self.info.audio}
+            codecs = {i: s.codec_context.codec.canonical_name for i, s in audio.items()}
+            try:
+                keep = self._start(size, audio)
+            except av.error.FFmpegError:
+                if not audio:
+                    raise
+                self._abandon_container()
+                keep = self._start(size, {})
+        for i, codec in codecs.items():
+            if i in keep:
+                self.notes.append(f"audio {codec} copied")
+            else:
+                line = (
+                    f"video: {self.suffix} cannot hold the {codec} audio of {self.src.name}; dropped it "
+                    "(name the output .mkv to keep it)"
+                )
+                print(line, file=sys.stderr)
+                self.notes.append(line)
+        for index, packet in self.waiting:
+            self._mux_audio(index, packet)
+        self.waiting.clear()
+
+    def _start(self, size: tuple[int, int], audio: dict[int, av.audio.stream.AudioStream]) -> list[int]:
+        """Open the container with the video stream and those of `audio` it lists as holdable; returns
+        the input indices of the audio streams kept."""
         info = self.info
         self.container = av.open(str(self.path), "w", format=self.muxer)
         v = self.container.add_stream("libx264", rate=info.rate, options=X264_OPTIONS)
@@ -55,26 +89,16 @@ class VideoEncoder:
             setattr(v.codec_context, name, getattr(info, name))
         if info.display_matrix is not None:
             v.set_display_matrix(info.display_matrix)  # rotation and flips, as the input has them
+        holdable = self.container.supported_codecs
+        self.audio = {
+            i: self.container.add_stream_from_template(s)
+            for i, s in audio.items()
+            if s.codec_context.codec.canonical_name in holdable
+        }
+        self.container.start_encoding()  # the header: where a muxer refuses a stream
         self.video, self.size = v, size
         self.notes.append(f"libx264 {v.pix_fmt} {size[0]}x{size[1]} at {float(info.rate):.3g} fps")
-        if info.audio:
-            with av.open(str(self.src)) as inp:
-                for i in info.audio:
-                    stream = inp.streams[i]
-                    codec = stream.codec_context.name
-                    if codec in self.container.supported_codecs:
-                        self.audio[i] = self.container.add_stream_from_template(stream)
-                        self.notes.append(f"audio {codec} copied")
-                    else:
-                        line = (
-                            f"video: {self.path.suffix} cannot hold the {codec} audio of {self.src.name}; "
-                            "dropped it (name the output .mkv to keep it)"
-                        )
-                        print(line, file=sys.stderr)
-                        self.notes.append(line)
-        for packet in self.waiting:
-            self._mux_audio(packet)
-        self.waiting.clear()
+        return list(self.audio)
 
     def write(self, frames: list[np.ndarray], pts: list[int]) -> None:
         """Encode translated (H, W, 3) uint8 RGB frames with the input frames' pts."""
@@ -106,16 +130,17 @@ class VideoEncoder:
         while len(self.png_writes) > self.window:
             self.png_writes.popleft().result()
 
-    def audio_packet(self, packet: av.Packet) -> None:
+    def audio_packet(self, index: int, packet: av.Packet) -> None:
+        """A packet of input audio stream `index`, copied as it is."""
         if self.container is None:
-            self.waiting.append(packet)
+            self.waiting.append((index, packet))
         else:
-            self._mux_audio(packet)
+            self._mux_audio(index, packet)
 
-    def _mux_audio(self, packet: av.Packet) -> None:
-        out = self.audio.get(packet.stream.index)
+    def _mux_audio(self, index: int, packet: av.Packet) -> None:
+        out = self.audio.get(index)
         if out is not None:
-            packet.stream = out  # rescales the timestamps to the output stream's time base
+            packet.stream = out  # the muxer rescales from the packet's own time base to the stream's
             self.container.mux(packet)
 
     def finish(self) -> None:
@@ -128,12 +153,15 @@ class VideoEncoder:
         while self.png_writes:
             self.png_writes.popleft().result()
 
-    def abandon(self) -> None:
-        """Release the file after a failure (the caller removes it)."""
+    def _abandon_container(self) -> None:
         if self.container is not None:
-            with contextlib.suppress(av.error.FFmpegError):  # the file is removed anyway
+            with contextlib.suppress(av.error.FFmpegError):  # the file is removed or rewritten anyway
                 self.container.close()
             self.container = None
+
+    def abandon(self) -> None:
+        """Release the file after a failure (the caller removes it)."""
+        self._abandon_container()
         if self.png_pool is not None:
             for fut in self.png_writes:
                 fut.cancel()

@@ -67,14 +67,20 @@ def translate_video(
     muxer = check_output(src, dst)
     info = probe(src)
     decoder, line = choose_decoder(loader, info, src, device)
-    if line is not None:
+    lines = [line] if line is not None else []
+    if not info.ordered:
+        lines.append(
+            f"video: {src.name}: its timestamps are out of order (an AVI with B-frames?); "
+            f"frames are written at its nominal {float(info.rate):.3g} fps"
+        )
+    for line in lines:
         print(line, file=sys.stderr)
     t0 = time.perf_counter()
     done: dict[str, VideoEncoder] = {}
 
     def run(tmp: Path, png_dir: Path | None) -> None:
         done["encoder"] = _run(
-            src, tmp, muxer, info, translate, batch_size, png_dir, decoder, device, progress
+            src, tmp, dst.suffix, muxer, info, translate, batch_size, png_dir, decoder, device, progress
         )
 
     if frames_dir is None:
@@ -92,13 +98,14 @@ def translate_video(
             raise
     enc = done["encoder"]
     seconds = time.perf_counter() - t0
-    notes = [f"{src.name}: {decoder} decode", *enc.notes] + ([line] if line else [])
+    notes = [f"{src.name}: {decoder} decode", *enc.notes, *lines]
     return VideoReport(enc.frames, seconds, enc.frames / seconds, bool(enc.audio), enc.size, "; ".join(notes))
 
 
 def _run(
     src: Path,
     tmp: Path,
+    suffix: str,
     muxer: str,
     info: VideoInfo,
     translate: Translate,
@@ -112,7 +119,7 @@ def _run(
     errors: list[BaseException] = []
     decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)  # frames (and audio packets) ahead
     batches: queue.Queue = queue.Queue(maxsize=2)  # translated batches behind
-    encoder = VideoEncoder(tmp, muxer, src, info, png_dir)
+    encoder = VideoEncoder(tmp, suffix, muxer, src, info, png_dir)
 
     def guarded(work: Callable[[], None], out: queue.Queue | None) -> None:
         try:
@@ -132,8 +139,8 @@ def _run(
         while (item := _get(batches, stop)) is not _END and item is not None:
             frames, pts, audio = item
             encoder.write(frames, pts)
-            for packet in audio:
-                encoder.audio_packet(packet)
+            for index, packet in audio:
+                encoder.audio_packet(index, packet)
         if item is _END:
             encoder.finish()
 
@@ -153,13 +160,13 @@ def _run(
         t.start()
     frames: list[np.ndarray] = []
     pts: list[int] = []
-    audio: list[av.Packet] = []
+    audio: list[tuple[int, av.Packet]] = []  # (input stream index, packet)
 
     def flush() -> bool:
         """Translate the frames gathered so far and queue them for the encoder; False once stopped."""
-        if not frames:
+        if not frames and not audio:
             return True
-        out = translate(list(frames))
+        out = translate(list(frames)) if frames else []
         if len(out) != len(frames):
             raise ValueError(f"translate returned {len(out)} frames for {len(frames)}")
         sent = _put(batches, (out, list(pts), list(audio)), stop)
@@ -199,7 +206,8 @@ def _run(
 def _interleaved(
     src: Path, info: VideoInfo, decoder: str, batch_size: int, device: torch.device | None
 ) -> Iterator[tuple[np.ndarray | None, object]]:
-    """(frame, pts) in display order, with (None, packet) for each audio packet placed before the first
+    """(frame, pts) in display order, with (None, (stream index, packet)) for each audio packet placed
+    before the first
     frame that is not earlier than it: the file's order, so neither stream waits long for the other."""
     if decoder == "pyav":
         frames = pyav_frames(src, info)
@@ -209,7 +217,7 @@ def _interleaved(
     packet = next(audio, None)
     for frame, pts in frames:
         t = pts * info.time_base
-        while packet is not None and _seconds(packet) <= t:
+        while packet is not None and _seconds(packet[1]) <= t:
             yield None, packet
             packet = next(audio, None)
         yield frame, pts

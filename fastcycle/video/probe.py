@@ -4,6 +4,7 @@ translated and output names that cannot be written."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -39,7 +40,8 @@ class VideoInfo:
     rate: Fraction  # average frame rate
     time_base: Fraction  # of the video stream: every pts below is in it
     frames: int  # frames the container declares; 0 when it does not say (Matroska, WebM)
-    variable_rate: bool  # frame durations differ (read from the first packets' timestamps)
+    variable_rate: bool  # frame durations differ (read from the first frames' timestamps)
+    ordered: bool  # the decoder's pts rise frame after frame (not so in an AVI with B-frames)
     display_matrix: tuple[int, ...] | None  # 9 int32s, FFmpeg's DISPLAYMATRIX layout; None: no rotation
     rotation: int  # degrees counter-clockwise, from display_matrix (0 without one)
     # FFmpeg's colour enums of the first frame (AVColorSpace, AVColorRange, ...): RGB <-> YUV both ways
@@ -71,7 +73,7 @@ def probe(src: Path) -> VideoInfo:
                 f"{src}: its video codec is unknown to this FFmpeg (PyAV {av.__version__}); "
                 "re-encode it to H.264, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
             )
-        first, pts = _first_frame_and_pts(container, stream, src)
+        first, pts, frames_pts = _first_frame_and_pts(container, stream, src)
         side = first.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
         matrix = tuple(int(v) for v in np.frombuffer(bytes(side), np.int32)) if side is not None else None
         steps = np.diff(np.sort(np.asarray(pts, np.int64)))
@@ -84,6 +86,7 @@ def probe(src: Path) -> VideoInfo:
             frames=stream.frames,
             # One tick of slack: a millisecond clock (Matroska) rounds 24 fps to steps of 41 and 42.
             variable_rate=len(steps) > 1 and int(steps.max() - steps.min()) > 1,
+            ordered=len(pts) == len(frames_pts) and all(a < b for a, b in itertools.pairwise(pts)),
             display_matrix=matrix,
             rotation=first.rotation if matrix is not None else 0,
             # An RGB input (PNG, libx264rgb) is written as YUV: BT.601, limited range, as untagged video.
@@ -97,9 +100,10 @@ def probe(src: Path) -> VideoInfo:
 
 def _first_frame_and_pts(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, src: Path
-) -> tuple[av.VideoFrame, list[int]]:
-    """The first decoded frame and the pts of the first 16 frames in display order (enough to tell a
-    variable frame rate from a constant one at the start of the video)."""
+) -> tuple[av.VideoFrame, list[int], list[int | None]]:
+    """The first decoded frame, the known pts of the first 16 frames in decoding order, and all their
+    pts (None where unknown): enough to tell a variable frame rate from a constant one, and usable
+    timestamps from an AVI's guesses."""
     frames: list[av.VideoFrame] = []
     try:
         for frame in container.decode(stream):
@@ -108,10 +112,10 @@ def _first_frame_and_pts(
                 break
     except av.error.FFmpegError as e:
         why = ffmpeg_reason(e)
-        raise UserError(f"{src}: its video cannot be decoded ({why}); re-encode it to H.264") from e
+        raise UserError(f"{src} is damaged or cut short ({why}); re-download or re-encode it") from e
     if not frames:
         raise UserError(f"{src}: its video stream has no decodable frame; re-encode it to H.264")
-    return frames[0], [f.pts for f in frames if f.pts is not None]
+    return frames[0], [f.pts for f in frames if f.pts is not None], [f.pts for f in frames]
 
 
 def ffmpeg_reason(e: av.error.FFmpegError) -> str:

@@ -58,15 +58,19 @@ def choose_decoder(
 
 def pyav_frames(src: Path, info: VideoInfo) -> Iterator[tuple[np.ndarray, int]]:
     """Every frame, decoded by FFmpeg with its own threads; UserError when the file ends early or a
-    packet cannot be decoded."""
+    packet cannot be decoded. Frames of a video whose timestamps are out of order (info.ordered) are
+    stamped at the nominal rate instead."""
     n = 0
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
         # Frame and slice threads inside FFmpeg: decoding one stream is otherwise one core's work.
         stream.thread_type = "AUTO"
+        last = -1
         try:
             for frame in container.decode(stream):
-                pts = frame.pts if frame.pts is not None else _nominal_pts(n, info)
+                pts = frame.pts if info.ordered and frame.pts is not None else _nominal_pts(n, info)
+                pts = max(pts, last + 1)  # H.264 needs rising pts: a damaged stamp cannot stop the video
+                last = pts
                 # The frame's own range: PyAV would read an unstated one as limited (16-235).
                 rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
                 yield rgb, pts  # (H, W, 3) uint8
@@ -133,12 +137,21 @@ def dali_frames(
             n += 1
 
 
-def audio_packets(src: Path, streams: list[int]) -> Iterator[av.Packet]:
-    """The packets of the given audio streams, in file order, for copying unchanged."""
+def audio_packets(src: Path, streams: list[int]) -> Iterator[tuple[int, av.Packet]]:
+    """(input stream index, packet) of the given audio streams, in file order, for copying unchanged.
+    The index is read here: a packet's .stream dangles once this file is closed, which happens while
+    the encoder may still hold packets (their data and time base are the packet's own)."""
     if not streams:
         return
     with av.open(str(src)) as container:
-        for packet in container.demux([container.streams[i] for i in streams]):
-            if packet.dts is None:  # the demuxer's empty end-of-stream packet
-                continue
-            yield packet
+        packets = container.demux([container.streams[i] for i in streams])
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.error.FFmpegError as e:
+                why = ffmpeg_reason(e)
+                raise UserError(f"{src}: its audio is damaged ({why}); re-download or re-encode it") from e
+            if packet is None:
+                return
+            if packet.dts is not None:  # None: the demuxer's empty end-of-stream packet
+                yield packet.stream.index, packet
