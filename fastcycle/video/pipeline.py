@@ -197,7 +197,10 @@ def _run(
         for t in threads:
             t.join()
         bar.close()
-        encoder.close() if finished else encoder.abandon()
+        if finished:
+            encoder.close()
+        else:
+            encoder.abandon()
     if errors:
         raise errors[0]
     return encoder
