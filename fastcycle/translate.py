@@ -27,9 +27,7 @@ from fastcycle.errors import UserError
 from fastcycle.runner import Runner
 from fastcycle.translator import Translator
 from fastcycle.video import VIDEO_EXTENSIONS, is_video, translate_video
-
-# A WebM holds VP8/VP9/AV1 only, not the H.264 that fastcycle.video writes: its translation is a .mkv.
-_VIDEO_OUTPUT_SUFFIX = {".webm": ".mkv"}
+from fastcycle.video.probe import OUTPUT_FORMATS
 
 
 @dataclass
@@ -43,10 +41,11 @@ class TranslateReport:
 
 def output_path(src: Path, input_dir: Path, output_dir: Path) -> Path:
     """input/sub/x.jpg -> output/sub/x.png (PNG: translations are not re-compressed lossily; 16-bit
-    inputs stay 16-bit); input/sub/clip.mp4 -> output/sub/clip.mp4."""
+    inputs stay 16-bit); input/sub/clip.mp4 -> output/sub/clip.mp4, in a .mkv when the input's container
+    cannot hold the H.264 that fastcycle.video writes (.webm, .ts, .flv, ...)."""
     rel = output_dir / src.relative_to(input_dir)
     if is_video(src):
-        return rel.with_suffix(_VIDEO_OUTPUT_SUFFIX.get(src.suffix.lower(), src.suffix))
+        return rel.with_suffix(src.suffix if src.suffix.lower() in OUTPUT_FORMATS else ".mkv")
     return rel.with_suffix(".png")
 
 
@@ -79,8 +78,10 @@ def translate_path(
     if src.is_dir():
         report = translate_folder(translator, src, dst, batch_size, workers, html, reverse)
         for video in _videos(src):
+            # Frames of sub/clip.mp4 go to <frames_dir>/sub/clip/: videos of one name in two folders apart.
+            frames = None if frames_dir is None else Path(frames_dir) / video.relative_to(src).parent
             report.frames += _video(
-                translator, video, output_path(video, src, dst), batch_size, frames_dir, loader
+                translator, video, output_path(video, src, dst), batch_size, frames, loader
             )
             report.written += 1
         return report
@@ -98,8 +99,7 @@ def _videos(root: Path) -> list[Path]:
 
 
 def _video(translator: Translator, src: Path, dst: Path, batch_size: int, frames_dir, loader: str) -> int:
-    if frames_dir is not None:
-        frames_dir = Path(frames_dir)
+    frames_dir = None if frames_dir is None else Path(frames_dir)
     report = translate_video(
         src,
         dst,
