@@ -51,7 +51,7 @@ def prepared_size(policy: str, w: int, h: int, load_size: int, crop_size: int) -
 
 
 def prepare(img: Image.Image, policy: str, load_size: int, crop_size: int) -> Image.Image:
-    """The deterministic resizes of one RGB image, as the reference does them (PIL bicubic)."""
+    """The deterministic resizes of one RGB or L image, as the reference does them (PIL bicubic)."""
     size = resize_size(policy, *img.size, load_size, crop_size)
     if size != img.size:
         img = img.resize(size, BICUBIC)
@@ -68,7 +68,10 @@ def crop_offset(u: float | np.ndarray, extent: int | np.ndarray, crop_size: int)
 
 
 def crop_flip(arr: np.ndarray, crop_size: int | None, u: Sequence[float], flip: bool) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, h, w) uint8: crop at offsets from u[0], u[1], mirror when u[2] < 0.5."""
+    """(H, W, C) or (H, W) uint8 -> (C, h, w) uint8: crop at offsets from u[0], u[1], mirror when
+    u[2] < 0.5."""
+    if arr.ndim == 2:  # a mode "L" image: one channel
+        arr = arr[..., None]
     if crop_size is not None:
         h, w = arr.shape[:2]
         x, y = int(crop_offset(u[0], w, crop_size)), int(crop_offset(u[1], h, crop_size))
@@ -81,8 +84,8 @@ def crop_flip(arr: np.ndarray, crop_size: int | None, u: Sequence[float], flip: 
 def preprocess(
     img: Image.Image, policy: str, load_size: int, crop_size: int, flip: bool, u: Sequence[float]
 ) -> torch.Tensor:
-    """Resize/crop/flip one RGB image as the reference does; returns (3, H, W) uint8."""
-    arr = np.asarray(prepare(img, policy, load_size, crop_size), dtype=np.uint8)  # (H, W, 3)
+    """Resize/crop/flip one RGB or L image as the reference does; returns (3 or 1, H, W) uint8."""
+    arr = np.asarray(prepare(img, policy, load_size, crop_size), dtype=np.uint8)  # (H, W, 3) or (H, W)
     return crop_flip(arr, crop_size if policy in CROPPING else None, u, flip)
 
 
