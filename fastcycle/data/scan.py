@@ -68,10 +68,8 @@ class DomainScan:
         return counts
 
     def summary(self) -> str:
+        """The folder in one line; what decoding converts is counted per kind by conversion_counts."""
         line = f"{self.name}: {len(self.images):,} images"
-        if self.converted:
-            kinds = sorted({f.convert for f in self.converted})
-            line += f", {len(self.converted)} re-encoded for GPU decoders ({', '.join(kinds)})"
         if self.skipped:
             line += f", {len(self.skipped)} skipped (listed in the run log)"
         return line

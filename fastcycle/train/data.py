@@ -74,15 +74,17 @@ def log_scans(
     sides: Sequence[tuple[str, DomainScan, int]] = (),
 ) -> None:
     """One line per scanned folder, and one per kind of conversion and folder with its count ("data:
-    trainA: 3 images converted RGBA to RGB (alpha dropped)"); the run log names every skipped,
-    re-encoded and unmatched file. ncs: the channels each scan's images are decoded to; sides: more
-    (label, scan, channels) to count conversions for (pix2pix's train/ halves, when they differ)."""
+    trainA: 3 images converted RGBA to RGB (alpha dropped)"); the run log names every skipped, unmatched
+    and converted file (but for the channel conversion, which usually concerns a whole folder). ncs: the
+    channels each scan's images are decoded to; sides: more (label, scan, channels) to count
+    conversions for (pix2pix's train/ halves, when they differ)."""
     for scan in scans:
         log(f"data: {scan.summary()}")
         for path, why in scan.skipped:
             log(f"data: skipped {path}: {why}", to_terminal=False)
-        for f in scan.converted:
-            log(f"data: re-encoded {f.path} ({f.convert}) for GPU decoders", to_terminal=False)
+        for f in scan.images:
+            if f.notes:
+                log(f"data: converted {f.path}: {', '.join(f.notes)}", to_terminal=False)
     for label, scan, nc in [*((s.name, s, nc) for s, nc in zip(scans, ncs, strict=True)), *sides]:
         for note, n in scan.conversion_counts(nc).items():
             log(f"data: {label}: {n:,} image{'s' if n > 1 else ''} converted {note}")
