@@ -132,7 +132,10 @@ def generator_from_checkpoint(state: dict, direction: str, kernels: str, source:
         )
     else:
         name = "G"
-    net = _build(architecture(vars(m)), kernels)
+    arch = architecture(vars(m))
+    if name == "G_BA":  # B -> A: output_nc channels in, input_nc out
+        arch["input_nc"], arch["output_nc"] = arch["output_nc"], arch["input_nc"]
+    net = _build(arch, kernels)
     # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
     weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
     return load_weights(net, weights, f"{source} ({name})")

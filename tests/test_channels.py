@@ -190,6 +190,9 @@ def test_gray_to_rgb_cyclegan_and_pix2pix_build_their_networks_so(tmp_path):
         k: v["model.0.weight" if k.startswith("D") else "model.1.weight"].shape[1] for k, v in nets.items()
     }
     assert first == {"G_AB": 1, "G_BA": 3, "D_A": 1, "D_B": 3}  # D_A judges A images (input_nc)
+    run = read_generator_file(tmp_path / "c")  # what translate reads, either way
+    assert run.generator("AtoB")(torch.zeros(1, 1, 32, 32)).shape[1] == 3
+    assert run.generator("BtoA")(torch.zeros(1, 3, 32, 32)).shape[1] == 1
     log = (tmp_path / "c" / "train.log").read_text()
     assert "grayscale" not in log and "data: trainA: 1 image converted 16 to 8 bits\n" in log  # as stored
 
@@ -251,3 +254,21 @@ def test_reference_pth_with_one_channel_imports_and_exports(tmp_path, capsys):
     assert torch.equal(back.generator().model[1].weight, net.model[1].weight)
     wrong = ["export", "--checkpoint", str(tmp_path / "latest_net_G_A.pth"), "--netG", "resnet_6blocks"]
     assert main([*wrong, "--ngf", "4", "--onnx", str(tmp_path / "x.onnx"), "--size", "32"]) == 2  # 3 != 1
+
+
+def test_a_distilled_student_takes_its_teachers_channels(tmp_path, capsys):
+    """A 1 -> 3 CycleGAN teacher distilled BtoA (its G_BA: 3 -> 1) with the feature and GAN losses:
+    the student's config, networks and report follow the teacher's channels."""
+    root = _gray_and_rgb_domains(tmp_path / "data", n=6)
+    channels = dict(input_nc=1, output_nc=3, lambda_identity=0.0)
+    train(tiny(data=str(root), out=str(tmp_path / "t"), max_steps=1, **channels))
+    argv = ["distill", "--teacher", str(tmp_path / "t"), "--direction", "BtoA", "--out", str(tmp_path / "s")]
+    assert (
+        main([*argv, "--max-steps", "1", "--lambda-gan", "1", "--device", "cpu", "--report-size", "32"]) == 0
+    )
+    assert "distillation report:" in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "s")
+    m = state["config"]["model"]
+    assert (m["input_nc"], m["output_nc"]) == (3, 1)
+    assert state["model"]["nets"]["D"]["model.0.weight"].shape[1] == 1  # the teacher's D_A: A images
+    assert read_generator_file(tmp_path / "s").generator()(torch.zeros(1, 3, 32, 32)).shape[1] == 1
