@@ -272,3 +272,15 @@ def test_a_distilled_student_takes_its_teachers_channels(tmp_path, capsys):
     assert (m["input_nc"], m["output_nc"]) == (3, 1)
     assert state["model"]["nets"]["D"]["model.0.weight"].shape[1] == 1  # the teacher's D_A: A images
     assert read_generator_file(tmp_path / "s").generator()(torch.zeros(1, 3, 32, 32)).shape[1] == 1
+
+
+def test_the_results_page_shows_a_16_bit_gray_image_as_gray(tmp_path):
+    """PIL's convert would clip every 16-bit value over 255 to white; the thumbnail keeps the ramp."""
+    from fastcycle.gallery import _thumbnail
+
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64, 1)
+    write_image(ramp, tmp_path / "deep.png")
+    thumb = np.asarray(Image.open(_thumbnail(tmp_path / "deep.png", tmp_path, "output", 32)))
+    assert thumb.shape == (32, 32, 3)
+    # A linear ramp averages mid-gray (127.5), downscaled or not; clipped to white it would average ~254.
+    assert abs(thumb.mean() - 127.5) < 4
