@@ -67,12 +67,13 @@ def _io_fits(
     (N, C, H, W), C fixed (1 gray, 3 RGB), such that an optimisation profile over N in `batch` at
     (H, W) = `hw` fits it."""
     shape = inputs.get(INPUT, ())
-    c = shape[1] if len(shape) == 4 and shape[1] > 0 else 0  # a dynamic channel count fits no profile
+    c = shape[1] if len(shape) == 4 else 0
     spans = [batch, (c, c), (hw[0], hw[0]), (hw[1], hw[1])]
     return (
         len(inputs) == 1
         and outputs == [OUTPUT]
         and len(shape) == 4
+        and c > 0  # the profile fixes the channels: a dynamic count (-1) has none to give it
         and all(d == -1 or (d, d) == span for d, span in zip(shape, spans, strict=True))
     )
 

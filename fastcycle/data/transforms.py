@@ -78,7 +78,9 @@ def crop_flip(arr: np.ndarray, crop_size: int | None, u: Sequence[float], flip: 
         arr = arr[y : y + crop_size, x : x + crop_size]
     if flip and u[2] < 0.5:
         arr = arr[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    # A copy unless already one: (C, h, w) contiguous and writable. One channel transposes to a
+    # contiguous view of PIL's read-only buffer, which torch must not wrap.
+    return torch.from_numpy(np.require(arr.transpose(2, 0, 1), requirements=["C", "W"]))
 
 
 def preprocess(
