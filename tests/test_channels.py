@@ -22,12 +22,12 @@ from fastcycle.data.folders import convert_channels, read_image, write_image
 from fastcycle.errors import UserError
 from fastcycle.export.onnx import read_metadata
 from fastcycle.models import build_generator
-from fastcycle.presets import pix2pix
+from fastcycle.presets import dcgan, pix2pix
 from fastcycle.train import train
 from fastcycle.trained import read_generator_file
 from tests.test_loaders import batches, make_loader
 from tests.test_train import tiny
-from tests.toy_data import write_pix2pix
+from tests.toy_data import write_discs, write_pix2pix
 
 # --- image I/O ----------------------------------------------------------------------------------------
 
@@ -284,3 +284,14 @@ def test_the_results_page_shows_a_16_bit_gray_image_as_gray(tmp_path):
     assert thumb.shape == (32, 32, 3)
     # A linear ramp averages mid-gray (127.5), downscaled or not; clipped to white it would average ~254.
     assert abs(thumb.mean() - 127.5) < 4
+
+
+def test_a_grayscale_dcgan_makes_one_channel_images(tmp_path):
+    write_discs(tmp_path / "discs", 4)  # red discs on blue: read as their luminance
+    overrides = dict(data=str(tmp_path / "discs"), out=str(tmp_path / "run"), ngf=4, ndf=4, batch_size=2)
+    train(apply_overrides(dcgan(), {**overrides, "max_steps": 1, "num_workers": 0, "output_nc": 1}))
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "data: discs: 4 images converted RGB to grayscale\n" in log
+    G = read_generator_file(tmp_path / "run").generator()
+    assert G(torch.zeros(2, 100, 1, 1)).shape == (2, 1, 64, 64)
+    assert load_checkpoint(tmp_path / "run")["model"]["nets"]["D"]["main.0.weight"].shape[1] == 1

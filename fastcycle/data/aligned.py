@@ -22,6 +22,7 @@ batches them with the same shards and exact resume as every other loader.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch.utils.data import Dataset
 from fastcycle.choices import DIRECTIONS
 from fastcycle.data.contract import LoaderSpec, check_spec
 from fastcycle.data.plan import ItemPlan, item_plan
-from fastcycle.data.scan import DomainScan, ImageFile, scan_domain
+from fastcycle.data.scan import DomainScan, scan_domain
 from fastcycle.data.torch_loader import TorchLoader, UnreadableFileError, decode, read_or_next
 from fastcycle.data.transforms import BICUBIC, CROPPING, crop_flip, prepare
 from fastcycle.errors import UserError
@@ -98,7 +99,7 @@ def _side_by_side(root: Path, max_dataset_size: int, both_layouts: bool) -> Pair
         if w < 2:
             scan.skipped.append((f.path, f"{w} pixel(s) wide: no A|B halves to split"))
             continue
-        halves.images.append(ImageFile(f.path, (w // 2, h), f.convert))
+        halves.images.append(dataclasses.replace(f, size=(w // 2, h)))
     scan.images = [f for f in scan.images if f.size[0] >= 2]
     if not halves.images:
         raise UserError(f"{scan.folder} holds no image wide enough to split into A|B halves")
