@@ -88,6 +88,7 @@ def test_channel_conversion_matches_pil_and_replicates_gray():
     back, note = convert_channels(gray, 3)
     assert note == "grayscale to RGB" and np.array_equal(back, np.repeat(gray, 3, axis=2))
     deep = rgb.astype(np.uint16) * 257  # the same image at 16 bits: the same luminance, x 257
+    # PIL rounds the luminance to 8 bits, the 16-bit one rounds at 16: at most one 8-bit level apart.
     assert np.abs(convert_channels(deep, 1)[0].astype(int) - gray.astype(int) * 257).max() <= 257
     assert convert_channels(rgb, 3) == (rgb, None)
 
@@ -178,7 +179,7 @@ def test_grayscale_cyclegan_trains_resumes_and_translates_gray(tmp_path, capsys)
     assert grid.shape[2] == 3 and (grid[..., 0] == grid[..., 1]).all()  # gray shown as gray
 
 
-def test_gray_to_rgb_cyclegan_and_pix2pix_build_their_networks_so(tmp_path):
+def test_gray_to_rgb_cyclegan_and_pix2pix_build_their_networks_so(tmp_path, capsys):
     root = _gray_and_rgb_domains(tmp_path / "data")
     train(
         tiny(
@@ -193,6 +194,12 @@ def test_gray_to_rgb_cyclegan_and_pix2pix_build_their_networks_so(tmp_path):
     run = read_generator_file(tmp_path / "c")  # what translate reads, either way
     assert run.generator("AtoB")(torch.zeros(1, 1, 32, 32)).shape[1] == 3
     assert run.generator("BtoA")(torch.zeros(1, 3, 32, 32)).shape[1] == 1
+    # Exported with the run's own gray trainA images, converted to 1 channel, in the parity check.
+    argv = ["export", "--checkpoint", str(tmp_path / "c"), "--onnx", str(tmp_path / "c.onnx"), "--size", "32"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert "(random, 4 real images)" in capsys.readouterr().out
+    graph = onnx.load(tmp_path / "c.onnx").graph
+    assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [3, 32, 32]
     log = (tmp_path / "c" / "train.log").read_text()
     assert "grayscale" not in log and "data: trainA: 1 image converted 16 to 8 bits\n" in log  # as stored
 
