@@ -6,7 +6,8 @@ Pillow decodes every 8-bit format and 16-bit grayscale PNG, but reads a 48-bit (
 tifffile (by the same author; it reads 16-bit RGB and gray TIFFs natively). Measured on a 2048x2048
 16-bit RGB image (2-core CPU): imagecodecs decodes in 230 ms and encodes in 630 ms (zlib level 1),
 OpenCV in 221 / 660 ms: the same libpng and zlib. imagecodecs is a 26 MB wheel, OpenCV's headless
-one 64 MB, and pypng unfilters in pure Python (seconds per image), so imagecodecs it is.
+one 64 MB; pypng is small but undoes PNG's row filters in pure Python (not measured), and a numpy +
+zlib codec cannot vectorise the Average and Paeth filters. So imagecodecs it is.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEEP_SUFFIXES = (".png", ".tif", ".tiff")  # where write_image may put 16 bits per sample
-# zlib level 1 for 16-bit PNGs: 2.6x faster to encode than level 6 (630 vs 1,640 ms at 2048x2048)
-# and within 1% of its size, since the low bits of 16-bit samples are sensor noise zlib cannot shrink.
+# zlib level 1 for 16-bit PNGs: 2.6x faster to encode than level 6 (630 vs 1,640 ms at 2048x2048),
+# and as small there (17.1 MiB both): the low bits of 16-bit samples are noise zlib cannot shrink.
 PNG16_LEVEL = 1
 
 # PIL modes converted on reading -> (the mode they become, the note for the run log)
