@@ -105,7 +105,10 @@ def _inputs(req: ExportRequest, net: torch.nn.Module, config: dict | None) -> In
             f"--aoti --dynamic-hw covers the ResNet generators; export this {type(net).__name__} "
             "at a fixed --size, or use --onnx --dynamic-hw"
         )
-    return parity_inputs(req.size, req.images or _default_images(config, req.checkpoint))
+    from fastcycle.trained import image_channels
+
+    nc = image_channels(net)[0]
+    return parity_inputs(req.size, req.images or _default_images(config, req.checkpoint), nc=nc)
 
 
 def _write_safetensors(req: ExportRequest, net: torch.nn.Module, source: GeneratorFile, say: Say) -> Path:
@@ -171,7 +174,7 @@ def _write_aoti(
     from fastcycle.export.trt import parse_batch_range  # generic MIN:OPT:MAX parsing, no TensorRT
 
     max_batch = parse_batch_range(req.batch)[2]
-    example = torch.zeros(2, 3, req.size, req.size, device=device)
+    example = torch.zeros(2, inputs[0][1].shape[1], req.size, req.size, device=device)  # (N, input_nc, H, W)
     meta = metadata_for(config, req.direction)
     path = export_aoti(
         net.to(device),

@@ -1,9 +1,11 @@
 """ONNX export of a generator through the torch.export-based exporter, checked for TensorRT's parser.
 
-The graph takes `image` (batch, 3, H, W) float32 in [-1, 1] (pixel / 127.5 - 1, RGB, NCHW) and returns
-`translated` in the same convention; the batch is dynamic, and with `dynamic_hw` so are H and W (as
-multiples of 4 for the ResNet generators' two stride-2 convs, of 256 / 128 for the U-Nets). A DCGAN
-generator takes `noise` (batch, nz, 1, 1) and returns `image` (batch, 3, 64, 64).
+The graph takes `image` (batch, input_nc, H, W) float32 in [-1, 1] (pixel / 127.5 - 1, RGB or one gray
+channel, NCHW) and returns `translated` (batch, output_nc, H, W) in the same convention; the batch is
+dynamic, and with `dynamic_hw` so are H and W (as multiples of 4 for the ResNet generators' two
+stride-2 convs, of 256 / 128 for the U-Nets); the channels are fixed and recorded in the metadata
+(`fastcycle.input_nc`, `fastcycle.output_nc`). A DCGAN generator takes `noise` (batch, nz, 1, 1) and
+returns `image` (batch, output_nc, 64, 64).
 
 The ResNet generator exports to exactly Conv, ConvTranspose, Pad(reflect), InstanceNormalization, Relu,
 Add and Tanh (plus Cast with --fp16); the U-Net adds LeakyRelu and Concat, batch norm (pix2pix, DCGAN)
@@ -25,6 +27,7 @@ from torch import nn
 
 from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
+from fastcycle.trained import image_channels
 
 INPUT, OUTPUT = "image", "translated"
 NOISE_INPUT, NOISE_OUTPUT = "noise", "image"  # a DCGAN generator's interface
@@ -111,7 +114,8 @@ def export_onnx(
     # With dynamic H and W the example must not sit at one multiple: torch.export specialises a
     # dimension whose example value is 1 (here size / multiple), which would pin a U-Net at one size.
     side = max(size, 2 * multiple) if dynamic_hw and nz is None else size
-    example = torch.zeros(2, nz, 1, 1) if nz else torch.zeros(2, 3, side, side)
+    input_nc, output_nc = image_channels(net)  # a DCGAN generator's "input_nc" is nz
+    example = torch.zeros(2, nz, 1, 1) if nz else torch.zeros(2, input_nc, side, side)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims = {0: batch}
     if dynamic_hw and nz is None:
@@ -135,6 +139,8 @@ def export_onnx(
     info = {"fastcycle.convention": CONVENTION, "fastcycle.dtype": "fp16" if fp16 else "fp32"}
     if multiple:
         info["fastcycle.size_multiple"] = str(multiple)  # what translate pads H and W up to
+        info["fastcycle.input_nc"] = str(input_nc)  # 1: grayscale, 3: RGB
+    info["fastcycle.output_nc"] = str(output_nc)
     info |= {f"fastcycle.{k}": v for k, v in (metadata or {}).items()}
     onnx.helper.set_model_props(proto, info)
     check_graph(proto)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastcycle.data.folders import list_images, load_rgb
+from fastcycle.data.folders import list_images, load_image
 from fastcycle.errors import UserError
 
 # Max abs error on [-1, 1] outputs that an export may show against the fp32 PyTorch model:
@@ -18,20 +18,20 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
 
 
 def parity_inputs(
-    size: int, images_dir: str | Path | None, n_real: int = 4
+    size: int, images_dir: str | Path | None, n_real: int = 4, nc: int = 3
 ) -> list[tuple[str, torch.Tensor]]:
-    """(label, (N, 3, size, size) float [-1, 1]) batches: random noise, and real images when a folder
-    is given (resized to size x size, bicubic)."""
+    """(label, (N, nc, size, size) float [-1, 1]) batches: random noise, and real images when a folder
+    is given (converted to nc channels as training converts them, resized to size x size, bicubic)."""
     g = torch.Generator().manual_seed(0)
-    batches = [("random", torch.rand(2, 3, size, size, generator=g) * 2 - 1)]
+    batches = [("random", torch.rand(2, nc, size, size, generator=g) * 2 - 1)]
     if images_dir is not None and Path(images_dir).is_dir():
         real = []
         for path in list_images(images_dir)[: 4 * n_real]:
             try:
-                img = load_rgb(path).resize((size, size), Image.Resampling.BICUBIC)
+                img = load_image(path, nc).resize((size, size), Image.Resampling.BICUBIC)
             except OSError:
                 continue
-            real.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))
+            real.append(torch.from_numpy(np.array(img).reshape(size, size, nc)).permute(2, 0, 1))
             if len(real) == n_real:
                 break
         if real:

@@ -64,12 +64,16 @@ def _io_fits(
     inputs: dict[str, tuple[int, ...]], outputs: list[str], batch: tuple[int, int], hw: tuple[int, int]
 ) -> bool:
     """Whether a network's inputs (name -> shape, -1 = dynamic) and outputs are INPUT -> OUTPUT, the input
-    (N, 3, H, W) such that an optimisation profile over N in `batch` at (H, W) = `hw` fits it."""
-    shape, spans = inputs.get(INPUT, ()), [batch, (3, 3), (hw[0], hw[0]), (hw[1], hw[1])]
+    (N, C, H, W), C fixed (1 gray, 3 RGB), such that an optimisation profile over N in `batch` at
+    (H, W) = `hw` fits it."""
+    shape = inputs.get(INPUT, ())
+    c = shape[1] if len(shape) == 4 else 0
+    spans = [batch, (c, c), (hw[0], hw[0]), (hw[1], hw[1])]
     return (
         len(inputs) == 1
         and outputs == [OUTPUT]
         and len(shape) == 4
+        and c > 0  # the profile fixes the channels: a dynamic count (-1) has none to give it
         and all(d == -1 or (d, d) == span for d, span in zip(shape, spans, strict=True))
     )
 
@@ -83,8 +87,9 @@ def build_engine(
     hw: tuple[int, int] = (256, 256),
     timing_cache: str | Path | None = None,
 ) -> Path:
-    """Build a TensorRT engine for (N, 3, H, W) float32 images, N in the `batch` (MIN, OPT, MAX) range
-    and (H, W) = `hw`, and write it to `plan_path` atomically. Returns `plan_path`."""
+    """Build a TensorRT engine for (N, C, H, W) float32 images (C: the ONNX input's channels), N in the
+    `batch` (MIN, OPT, MAX) range and (H, W) = `hw`, and write it to `plan_path` atomically. Returns
+    `plan_path`."""
     if precision not in PRECISIONS:
         raise UserError(f"--trt-precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
     lo, opt, hi = parse_batch_range(":".join(map(str, batch)))
@@ -132,7 +137,8 @@ def build_engine(
                 layer.precision = trt.float32
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT, (lo, 3, h, w), (opt, 3, h, w), (hi, 3, h, w))
+    c = inputs[INPUT][1]  # static, checked by _io_fits
+    profile.set_shape(INPUT, (lo, c, h, w), (opt, c, h, w), (hi, c, h, w))
     config.add_optimization_profile(profile)
     cache_path = Path(timing_cache) if timing_cache is not None else None
     if cache_path is not None:
@@ -153,7 +159,8 @@ def build_engine(
 
 
 class TrtRunner:
-    """Runs a `.plan` on CUDA: float32 (N, 3, H, W) in [-1, 1] -> the same, N within the build's range."""
+    """Runs a `.plan` on CUDA: float32 (N, input_nc, H, W) in [-1, 1] -> (N, output_nc, H, W), N within
+    the build's range."""
 
     name = "tensorrt"
 
@@ -190,8 +197,9 @@ class TrtRunner:
             self.engine.get_tensor_dtype(n) != trt.float32 for n in names
         ):
             raise UserError(f"{plan_path} is not a fastcycle generator engine (float32 {INPUT} -> {OUTPUT})")
-        lo, _, hi = (tuple(d) for d in self.engine.get_tensor_profile_shape(INPUT, 0))  # (N, 3, H, W) each
+        lo, _, hi = (tuple(d) for d in self.engine.get_tensor_profile_shape(INPUT, 0))  # (N, C, H, W) each
         self.batch, self.hw = (lo[0], hi[0]), (lo[2], lo[3])
+        self.channels = (lo[1], tuple(self.engine.get_tensor_shape(OUTPUT))[1])  # (input_nc, output_nc)
         self.size_multiple = UNRECORDED_SIZE_MULTIPLE  # a plan keeps no record of its generator
         self.input_nc, self.output_nc = lo[1], self.engine.get_tensor_shape(OUTPUT)[1]
         # A plan does not record the precision it was built in: assume reduced, so that 16-bit images
@@ -203,9 +211,9 @@ class TrtRunner:
         )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        (lo, hi), (h, w) = self.batch, self.hw
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, h, w):
-            raise UserError(f"the TensorRT engine takes (N, 3, {h}, {w}) images, got {tuple(x.shape)}")
+        (lo, hi), (h, w), (c_in, c_out) = self.batch, self.hw, self.channels
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c_in, h, w):
+            raise UserError(f"the TensorRT engine takes (N, {c_in}, {h}, {w}) images, got {tuple(x.shape)}")
         n = x.shape[0]
         if not lo <= n <= hi:
             raise UserError(
@@ -213,7 +221,7 @@ class TrtRunner:
                 f"--batch MIN:OPT:MAX covering {n}"
             )
         x = x.to(self.device, torch.float32).contiguous()  # the engine reads linear NCHW float32
-        y = torch.empty_like(x)  # allocated on the caller's stream, like x
+        y = x.new_empty(n, c_out, h, w)  # allocated on the caller's stream, like x
         caller = torch.cuda.current_stream(self.device)
         with torch.cuda.device(self.device):
             self.stream.wait_stream(caller)  # x is ready, y's memory is free

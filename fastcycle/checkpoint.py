@@ -183,7 +183,8 @@ def load_weights(net: nn.Module, state_dict: dict[str, torch.Tensor], source: st
             theirs, ours = tuple(state_dict[k].shape), tuple(own[k].shape)
             parts.append(f"{len(wrong)} of other shape (e.g. {k}: {theirs} vs {ours})")
         raise UserError(
-            f"{source} does not fit this network: {', '.join(parts)}; check --netG/--ngf/--norm/--dropout"
+            f"{source} does not fit this network: {', '.join(parts)}; "
+            "check --netG/--ngf/--input-nc/--output-nc/--norm/--dropout"
         )
     net.load_state_dict(state_dict)
     return net

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from fastcycle.choices import DIRECTIONS, GENERATORS, NORMS
-from fastcycle.config import ModelConfig, TrainConfig, apply_overrides, field_index, flag
+from fastcycle.config import IMAGE_CHANNELS, ModelConfig, TrainConfig, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKENDS
 from fastcycle.presets import MODEL_PRESETS, PRESETS, STUDENT_INHERITS
@@ -251,6 +251,11 @@ def _reference_architecture(p: _Parser) -> None:
     default = ModelConfig()  # the paper's architecture, as for training
     ref.add_argument("--netG", default=default.netG, choices=GENERATORS)
     ref.add_argument("--ngf", type=int, default=default.ngf)
+    for name in ("input_nc", "output_nc"):  # the reference's --input_nc / --output_nc, its help text
+        f = field_index()[name][1]
+        ref.add_argument(
+            flag(name), type=int, default=f.default, choices=IMAGE_CHANNELS, help=f.metadata["help"]
+        )
     ref.add_argument("--norm", default=default.norm, choices=NORMS)
     ref.add_argument(
         "--dropout", action="store_true", default=default.dropout, help="the .pth was trained with dropout"
@@ -365,6 +370,7 @@ def _request(request_type: type, args: argparse.Namespace) -> Any:
     architecture as generator_kw."""
     names = {f.name for f in dataclasses.fields(request_type)}
     generator_kw = {"netG": args.netG, "ngf": args.ngf, "norm": args.norm, "dropout": args.dropout}
+    generator_kw |= {"input_nc": args.input_nc, "output_nc": args.output_nc}
     return request_type(**{k: v for k, v in vars(args).items() if k in names}, generator_kw=generator_kw)
 
 

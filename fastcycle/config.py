@@ -30,6 +30,8 @@ from fastcycle.choices import (
 from fastcycle.errors import UserError
 from fastcycle.generator_specs import GENERATOR_SPECS
 
+IMAGE_CHANNELS = (1, 3)  # what the loaders decode every file to: grayscale or RGB
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
@@ -43,6 +45,8 @@ class ModelConfig:
         "distill is `fastcycle distill`'s",
         choices=MODELS,
     )
+    input_nc: int = _f(3, "# of input image channels: 3 for RGB and 1 for grayscale (domain A; not dcgan)")
+    output_nc: int = _f(3, "# of output image channels: 3 for RGB and 1 for grayscale (domain B)")
     netG: str = _f("resnet_9blocks", "generator architecture (dcgan: --model dcgan's)", choices=GENERATORS)
     netD: str = _f(
         "basic",
@@ -338,6 +342,17 @@ def _validate_model(cfg: TrainConfig) -> None:
         )
     if m.nz <= 0:
         raise UserError(f"--nz must be positive, got {m.nz}")
+    for name in ("input_nc", "output_nc"):
+        if getattr(m, name) not in IMAGE_CHANNELS:
+            raise UserError(
+                f"{flag(name)} {getattr(m, name)}: images are read as 1 (grayscale) or 3 (RGB) channels; "
+                "use 1 or 3"
+            )
+    if m.model == "cycle_gan" and lo.lambda_identity > 0 and m.input_nc != m.output_nc:
+        raise UserError(
+            f"the identity loss feeds B images to G_AB, so it needs --input-nc == --output-nc (got "
+            f"{m.input_nc} and {m.output_nc}); pass --lambda-identity 0"
+        )
     if m.aux_classifier and m.model != "cycle_gan":
         raise UserError("--aux-classifier is for --model cycle_gan; drop it or use --model cycle_gan")
     if not m.aux_classifier and (d.labels_A or d.labels_B):

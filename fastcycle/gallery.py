@@ -48,8 +48,14 @@ def _thumbnail(src: Path, out_dir: Path, column: str, size: int) -> Path:
             dst = out_dir / "thumbs" / safe_column / f"{src.stem}-{digest}.jpg"
             if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
                 return dst  # made by an earlier page for the same, unchanged image
-            im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
-            small = im.convert("RGB")
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                # 16- and 32-bit gray: PIL's convert would clip every value over 255 to white.
+                from fastcycle.data.folders import convert_channels, read_image, to_8bit
+
+                small = Image.fromarray(to_8bit(convert_channels(read_image(src)[0], 3)[0])[0])
+            else:
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
+                small = im.convert("RGB")
             small.thumbnail((size, size), Image.Resampling.LANCZOS)
     except OSError:  # unreadable or not an image: link it as it is, the browser may still show it
         return src

@@ -86,6 +86,7 @@ MODEL_PRESETS = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix", "dcgan": "dcgan"
 # (netG, ngf, the data's path and direction, the run name: fastcycle.train.distill.teacher.student_config);
 # not the runtime choices, which belong to the machine.
 STUDENT_INHERITS = (
+    *("input_nc", "output_nc"),
     *("netD", "ndf", "n_layers_D", "norm", "init_type", "init_gain", "nz"),
     *("preprocess", "load_size", "crop_size", "no_flip", "serial_batches", "max_dataset_size"),
     *("num_workers", "loader", "prefetch", "cache_budget_gb"),

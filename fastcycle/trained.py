@@ -30,7 +30,9 @@ from fastcycle.config import ModelConfig, TrainConfig
 from fastcycle.errors import UserError
 from fastcycle.models import build_generator
 
-ARCH_KEYS = ("netG", "ngf", "norm", "dropout", "nz")  # what builds a generator
+# What builds a generator. Files written before input_nc/output_nc existed hold RGB generators:
+# architecture() fills in ModelConfig's default, 3.
+ARCH_KEYS = ("netG", "ngf", "norm", "dropout", "nz", "input_nc", "output_nc")
 # The reference's CycleGAN run folders name the A -> B generator G_A and the B -> A one G_B; pix2pix's is G.
 _REFERENCE_FILES = {"AtoB": "latest_net_G_A.pth", "BtoA": "latest_net_G_B.pth"}
 _REFERENCE_PIX2PIX = "latest_net_G.pth"
@@ -44,8 +46,15 @@ def architecture(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def _build(arch: Mapping[str, Any], kernels: str) -> nn.Module:
-    sizes = {k: arch[k] for k in ("ngf", "norm", "dropout", "nz")}
+    sizes = {k: arch[k] for k in ARCH_KEYS if k != "netG"}
     return build_generator(arch["netG"], kernels=kernels, **sizes)
+
+
+def image_channels(net: nn.Module) -> tuple[int, int]:
+    """(input_nc, output_nc) of an image-to-image generator, read off its first and last convolution
+    (every generator family begins and ends with one; a DCGAN generator's first takes nz)."""
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    return convs[0].in_channels, convs[-1].out_channels
 
 
 @dataclass
@@ -123,7 +132,10 @@ def generator_from_checkpoint(state: dict, direction: str, kernels: str, source:
         )
     else:
         name = "G"
-    net = _build(vars(m), kernels)
+    arch = architecture(vars(m))
+    if name == "G_BA":  # B -> A: output_nc channels in, input_nc out
+        arch["input_nc"], arch["output_nc"] = arch["output_nc"], arch["input_nc"]
+    net = _build(arch, kernels)
     # Prefer the EMA weights when the run kept them: they are what the run's samples showed.
     weights = state["model"]["ema"].get(name) or state["model"]["nets"][name]
     return load_weights(net, weights, f"{source} ({name})")

@@ -70,8 +70,16 @@ def test_scan_sorts_every_hostile_file(tmp_path):
     assert {f.path.name: f.convert for f in scan.converted}["rgb16.png"] == "16-bit"
     assert len(scan.images) == 4 + 2 + 5 + 1  # good, grayscale, converted, tiny
     assert inspect(tmp_path / "trainA" / "gray.jpg").convert == ""  # GPU decoders read grayscale JPEG
-    converted = "5 converted to RGB (16-bit, CMYK, RGBA, palette)"
-    assert scan.summary() == f"trainA: 12 images, {converted}, 7 skipped (listed in the run log)"
+    assert scan.summary() == "trainA: 12 images, 7 skipped (listed in the run log)"
+    # What decoding to RGB does, per kind: the run log's count lines.
+    assert scan.conversion_counts(3) == {
+        "16 to 8 bits": 2,  # deep16.png (gray) and rgb16.png
+        "grayscale to RGB": 3,  # gray.jpg, gray.png, deep16.png
+        "RGBA to RGB (alpha dropped)": 1,
+        "palette to RGB": 1,
+        "CMYK to RGB": 1,
+    }
+    assert scan.conversion_counts(1)["RGB to grayscale"] == 12 - 3
 
 
 def test_a_folder_of_only_bad_files_fails_fast(tmp_path):
@@ -105,9 +113,12 @@ def test_training_reports_bad_files_once_and_names_them_in_the_run_log(tmp_path,
     cfg = tiny(data=str(tmp_path / "data"), out=str(tmp_path / "run"), max_steps=3, loader="torch")
     train(cfg)
     err = capsys.readouterr().err
-    assert "data: trainA: 12 images, 5 converted to RGB (16-bit, CMYK, RGBA, palette), 7 skipped" in err
+    assert "data: trainA: 12 images, 7 skipped" in err
+    assert "data: trainA: 2 images converted 16 to 8 bits\n" in err
+    assert "data: trainA: 1 image converted RGBA to RGB (alpha dropped)\n" in err
     assert err.count("7 skipped") == 1 and "truncated.jpg" not in err  # counted once, names in the log
     log = (tmp_path / "run" / "train.log").read_text()
     for name in skipped:
         assert f"data: skipped {tmp_path / 'data' / 'trainA' / name}: " in log
-    assert "data: converted" in log and "(CMYK) to RGB" in log
+    assert f"data: converted {tmp_path / 'data' / 'trainA' / 'cmyk.jpg'}: CMYK to RGB\n" in log
+    assert "data: trainA: 3 images converted grayscale to RGB\n" in log

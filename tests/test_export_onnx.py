@@ -118,6 +118,10 @@ def test_a_failed_export_leaves_the_good_file(trained, tmp_path):
     class Broken(torch.nn.Module):
         spec = GENERATOR_SPECS["resnet_6blocks"]  # what export asks a generator before tracing it
 
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)  # and its channels, from its first and last convolution
+
         def forward(self, x):
             raise RuntimeError("broken")
 

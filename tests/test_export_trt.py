@@ -117,7 +117,8 @@ def test_build_engine_checks_its_arguments_before_anything_else(no_tensorrt, tmp
         ({"image": (-1, 3, 256, 256)}, ["translated"], True),  # what torch.onnx's dynamic batch gives
         ({"image": (8, 3, 256, 256)}, ["translated"], False),  # fixed batch 8, profile 1..32
         ({"image": (-1, 3, 128, 128)}, ["translated"], False),  # exported for another size
-        ({"image": (-1, 1, 256, 256)}, ["translated"], False),  # grayscale
+        ({"image": (-1, 1, 256, 256)}, ["translated"], True),  # grayscale (--input-nc 1)
+        ({"image": (-1, -1, 256, 256)}, ["translated"], False),  # channels a profile cannot fix
         ({"image": (-1, 3, 256)}, ["translated"], False),
         ({"input": (-1, 3, 256, 256)}, ["translated"], False),
         ({"image": (-1, 3, 256, 256)}, ["output"], False),

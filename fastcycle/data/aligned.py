@@ -22,6 +22,7 @@ batches them with the same shards and exact resume as every other loader.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch.utils.data import Dataset
 from fastcycle.choices import DIRECTIONS
 from fastcycle.data.contract import LoaderSpec, check_spec
 from fastcycle.data.plan import ItemPlan, item_plan
-from fastcycle.data.scan import DomainScan, ImageFile, scan_domain
+from fastcycle.data.scan import DomainScan, scan_domain
 from fastcycle.data.torch_loader import TorchLoader, UnreadableFileError, decode, read_or_next
 from fastcycle.data.transforms import BICUBIC, CROPPING, crop_flip, prepare
 from fastcycle.errors import UserError
@@ -98,7 +99,7 @@ def _side_by_side(root: Path, max_dataset_size: int, both_layouts: bool) -> Pair
         if w < 2:
             scan.skipped.append((f.path, f"{w} pixel(s) wide: no A|B halves to split"))
             continue
-        halves.images.append(ImageFile(f.path, (w // 2, h), f.convert))
+        halves.images.append(dataclasses.replace(f, size=(w // 2, h)))
     scan.images = [f for f in scan.images if f.size[0] >= 2]
     if not halves.images:
         raise UserError(f"{scan.folder} holds no image wide enough to split into A|B halves")
@@ -147,7 +148,8 @@ def _paired_by_name(root: Path, max_dataset_size: int) -> PairedFiles:
 def prepare_pair(
     A: Image.Image, B: Image.Image, policy: str, load_size: int, crop_size: int, flip: bool, u
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sides of a pair resized, cropped and flipped identically; (3, H, W) uint8 each."""
+    """Both sides of a pair resized, cropped and flipped identically; (C, H, W) uint8 each (C: the
+    side's mode, 1 for "L", 3 for "RGB")."""
     a = prepare(A, policy, load_size, crop_size)
     b = prepare(B, policy, load_size, crop_size)
     if b.size != a.size:
@@ -170,15 +172,19 @@ class AlignedDataset(Dataset):
         return item_plan(self.spec.seed, epoch, len(self.pairs), not self.spec.serial_batches)
 
     def _read(self, index: int) -> tuple[Image.Image, Image.Image]:
-        """The pair's two sides (left, right or trainA, trainB); UnreadableFileError names the bad file."""
+        """The pair's two sides (left, right or trainA, trainB), each at the channels of the Batch side it
+        becomes (BtoA: the right side is the input); UnreadableFileError names the bad file."""
         path_a, path_b = self.pairs[index]
-        A = decode(path_a)
+        nc_a, nc_b = (self.spec.nc_B, self.spec.nc_A) if self.swap else (self.spec.nc_A, self.spec.nc_B)
         if path_b is not None:
-            return A, decode(path_b)
+            return decode(path_a, nc_a), decode(path_b, nc_b)
+        A = decode(path_a, nc_a)
         w, h = A.size
         if w < 2:
             raise UnreadableFileError(str(path_a))
-        return A.crop((0, 0, w // 2, h)), A.crop((w // 2, 0, w, h))
+        # One decode per side-by-side file; the right half takes its own channels when they differ.
+        right = A if nc_a == nc_b else decode(path_a, nc_b)
+        return A.crop((0, 0, w // 2, h)), right.crop((w // 2, 0, w, h))
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, position = key
@@ -200,6 +206,16 @@ class AlignedLoader(TorchLoader):
         self.files, self.direction = files, direction
         self.scans, self.unmatched = files.scans, files.unmatched
         self.note = f"{files.describe()}, {direction}"
+
+    def channel_targets(self) -> tuple[list[int], list[tuple[str, DomainScan, int]]]:
+        """For the run log's conversion lines: the channels each of `scans` decodes to (the left or
+        trainA side's), and train/'s right halves as one more side when theirs differ."""
+        s = self.spec
+        nc_left, nc_right = (s.nc_B, s.nc_A) if self.direction == "BtoA" else (s.nc_A, s.nc_B)
+        if self.files.layout == "train":
+            sides = [("train (right halves)", self.scans[0], nc_right)] if nc_right != nc_left else []
+            return [nc_left], sides
+        return [nc_left, nc_right], []
 
 
 def open_aligned(

@@ -24,8 +24,8 @@ from fastcycle.errors import UserError
 
 @dataclass
 class Batch:
-    A: torch.Tensor  # (N, 3, H, W) float in [-1, 1] on the training device
-    B: torch.Tensor | None = None  # None for one-domain data (DCGAN)
+    A: torch.Tensor  # (N, nc_A, H, W) float in [-1, 1] on the training device
+    B: torch.Tensor | None = None  # (N, nc_B, H, W); None for one-domain data (DCGAN)
     skipped: list[str] = field(default_factory=list)  # files that turned unreadable since the scan
     # (N,) int64: which scanned file of each domain each image came from (labels for --aux-classifier).
     index_A: torch.Tensor | None = None
@@ -53,6 +53,10 @@ class LoaderSpec:
     channels_last: bool
     rank: int = 0
     world_size: int = 1
+    # Channels of Batch.A and Batch.B (1: grayscale, 3: RGB): every file is converted to them on decoding.
+    # CycleGAN: input_nc and output_nc; pix2pix: the generator's input and target; DCGAN: output_nc.
+    nc_A: int = 3
+    nc_B: int = 3
 
     @property
     def scans(self) -> list[DomainScan]:
@@ -111,7 +115,7 @@ def check_spec(spec: LoaderSpec, items: str = "pairs") -> None:
 
 
 def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 (N, 3, H, W) on the host -> float [-1, 1] on `device`, optionally NHWC in memory."""
+    """uint8 (N, C, H, W) on the host -> float [-1, 1] on `device`, optionally NHWC in memory."""
     x = batch.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

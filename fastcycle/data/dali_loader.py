@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fastcycle.data.contract import Batch, LoaderSpec
-from fastcycle.data.folders import load_rgb, save_image
+from fastcycle.data.folders import load_image, save_image
 from fastcycle.data.scan import DomainScan
 from fastcycle.data.transforms import resize_size
 from fastcycle.errors import UserError
@@ -41,13 +41,15 @@ except ImportError:  # the message below is raised only when --loader dali is as
     fn = None
 
 
-def _converted_file(f, cache: Path) -> Path:
-    """A PNG of PIL's RGB conversion of `f`, named by path, size and mtime so edits are noticed."""
+def _converted_file(f, cache: Path, nc: int) -> Path:
+    """An 8-bit PNG of `f` decoded to `nc` channels, named by path, size, mtime (so edits are noticed)
+    and nc."""
     st = f.path.stat()
-    key = hashlib.sha1(f"{f.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    key = hashlib.sha1(f"{f.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{nc}".encode()).hexdigest()[:20]
     out = cache / f"{key}.png"
     if not out.exists():
-        save_image(np.asarray(load_rgb(f.path)), out)  # atomic: a crash never leaves half a PNG
+        img = np.asarray(load_image(f.path, nc)).reshape(f.size[1], f.size[0], nc)
+        save_image(img, out)  # atomic: a crash never leaves half a PNG
     return out
 
 
@@ -82,8 +84,8 @@ class DaliLoader:
         self.fingerprint = [getattr(spec, k) for k in FINGERPRINT]
         cache = work_dir / "dali_converted"
         files = [
-            [str(_converted_file(f, cache) if f.convert else f.path) for f in s.images]
-            for s in (spec.A, spec.B)
+            [str(_converted_file(f, cache, nc) if f.convert else f.path) for f in s.images]
+            for s, nc in ((spec.A, spec.nc_A), (spec.B, spec.nc_B))
         ]
         gpu = spec.device.type == "cuda"
         checkpoint = None
@@ -115,8 +117,8 @@ class DaliLoader:
         )
         self.pipe.build()
 
-    def _domain(self, scan: DomainScan, files: list[str], reader_seed: int, gpu: bool):
-        """One domain's graph: read -> decode -> resize -> crop -> flip + normalise."""
+    def _domain(self, scan: DomainScan, files: list[str], reader_seed: int, gpu: bool, nc: int):
+        """One domain's graph: read -> decode (to `nc` channels) -> resize -> crop -> flip + normalise."""
         s = self.spec
         n = len(files)
         encoded, index = fn.readers.file(
@@ -129,8 +131,12 @@ class DaliLoader:
             name=scan.name,
         )
         # adjust_orientation=False: the reference (PIL) ignores EXIF rotation, and so does every loader.
+        # GRAY: the decoder's own luminance of RGB files (or a grayscale file as stored), one channel.
         img = fn.decoders.image(
-            encoded, device="mixed" if gpu else "cpu", output_type=types.RGB, adjust_orientation=False
+            encoded,
+            device="mixed" if gpu else "cpu",
+            output_type=types.GRAY if nc == 1 else types.RGB,
+            adjust_orientation=False,
         )
 
         def per_file(values: np.ndarray):
@@ -166,8 +172,8 @@ class DaliLoader:
         image = fn.crop_mirror_normalize(
             img,
             mirror=mirror,
-            mean=[127.5] * 3,  # uint8 [0, 255] -> float [-1, 1], the generators' range
-            std=[127.5] * 3,
+            mean=[127.5] * nc,  # uint8 [0, 255] -> float [-1, 1], the generators' range
+            std=[127.5] * nc,
             dtype=types.FLOAT,
             # HWC is NHWC in torch's channels-last: the batch needs no transpose before the convs.
             output_layout="HWC" if s.channels_last else "CHW",
@@ -181,14 +187,14 @@ class DaliLoader:
         def cyclegan_pipeline():
             return tuple(
                 out
-                for k, (scan, f) in enumerate(zip((s.A, s.B), files, strict=True))
-                for out in self._domain(scan, f, _seed(s.seed, k), gpu)
+                for k, (scan, f, nc) in enumerate(zip((s.A, s.B), files, (s.nc_A, s.nc_B), strict=True))
+                for out in self._domain(scan, f, _seed(s.seed, k), gpu, nc)
             )
 
         return cyclegan_pipeline
 
     def _to_torch(self, tensor_list) -> torch.Tensor:
-        dense = tensor_list.as_tensor()  # (N, H, W, 3) or (N, 3, H, W); one size per batch (check_spec)
+        dense = tensor_list.as_tensor()  # (N, H, W, nc) or (N, nc, H, W); one size per batch (check_spec)
         if self.spec.device.type == "cuda":
             from nvidia.dali.plugin.pytorch import feed_ndarray
 

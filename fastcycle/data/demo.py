@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from fastcycle.atomic import write_folder_atomic
-from fastcycle.data.folders import list_images
+from fastcycle.data.folders import convert_channels, list_images
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.models import eval_mode
 from fastcycle.runner import run_padded
@@ -85,26 +85,40 @@ def _write_tiles(folder: Path) -> None:
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of uint8 (N, 3, H, W) images, peak 255."""
+    """Per-image PSNR in dB of uint8 (N, C, H, W) images, peak 255."""
     mse = (x.double() - y.double()).square().flatten(1).mean(1)
     return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
+def _tiles_as(images: np.ndarray, nc: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, nc, H, W), converted as the loaders convert files (luminance for 1)."""
+    return torch.from_numpy(np.stack([convert_channels(x, nc)[0] for x in images])).permute(0, 3, 1, 2)
+
+
 @torch.no_grad()
-def evaluate(G_AB: nn.Module, root: Path, device: torch.device, amp_dtype: torch.dtype | None = None):
+def evaluate(
+    G_AB: nn.Module,
+    root: Path,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    input_nc: int = 3,
+    output_nc: int = 3,
+):
     """Mean PSNR over the held-out tiles of (G_AB(a), f(a)) and of (a, f(a)), in dB. The tiles are padded
-    to the generator's size multiple (a U-Net's 128 or 256) and its output cropped back, as translate does."""
+    to the generator's size multiple (a U-Net's 128 or 256) and its output cropped back, as translate does.
+    input_nc, output_nc: a grayscale model's a is the tiles' luminance, its f(a) that of f's colours (the
+    untranslated baseline compares a converted to output_nc)."""
     paths = list_images(Path(root) / "testA")
-    a = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for p in paths])
-    fa = torch.from_numpy(f(a.numpy())).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
-    a = a.permute(0, 3, 1, 2)
+    rgb = np.stack([np.array(Image.open(p).convert("RGB")) for p in paths])  # (N, H, W, 3)
+    fa = _tiles_as(f(rgb), output_nc)
+    a = _tiles_as(rgb, input_nc)
     outs = []
     with eval_mode(G_AB):
         for chunk in a.split(16):
             x = to_model_range(chunk.to(device))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 outs.append(to_uint8(run_padded(G_AB, x, G_AB.spec.size_multiple)).cpu())
-    return psnr(torch.cat(outs), fa).mean().item(), psnr(a, fa).mean().item()
+    return psnr(torch.cat(outs), fa).mean().item(), psnr(_tiles_as(rgb, output_nc), fa).mean().item()
 
 
 def psnr_line(translated: float, untranslated: float) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fastcycle.data.contract import Batch, LoaderSpec
-from fastcycle.data.folders import load_rgb
+from fastcycle.data.folders import load_image
 from fastcycle.data.plan import epoch_plan, rank_positions
 from fastcycle.data.scan import DomainScan
 from fastcycle.data.transforms import crop_offset, prepare, to_model_range
@@ -24,25 +24,28 @@ from fastcycle.errors import UserError
 
 
 def cache_bytes(spec: LoaderSpec) -> int:
-    """Bytes the cache needs: uint8 RGB at each image's prepared size, both domains."""
-    return sum(int(spec.prepared_sizes(s).prod(axis=1).sum()) * 3 for s in spec.scans)
+    """Bytes the cache needs: uint8 at each image's prepared size and its domain's channels, both domains."""
+    ncs = (spec.nc_A, spec.nc_B)[: len(spec.scans)]
+    pixels = [int(spec.prepared_sizes(s).prod(axis=1).sum()) for s in spec.scans]
+    return sum(p * nc for p, nc in zip(pixels, ncs, strict=True))
 
 
 class _Domain:
-    """One domain's images on the device: one (N, H, W, 3) tensor when all share a size (one gather
-    per batch), else a list of (H, W, 3) tensors (a slice per sample)."""
+    """One domain's images on the device: one (N, H, W, nc) tensor when all share a size (one gather
+    per batch), else a list of (H, W, nc) tensors (a slice per sample)."""
 
-    def __init__(self, spec: LoaderSpec, scan: DomainScan, threads: int):
+    def __init__(self, spec: LoaderSpec, scan: DomainScan, threads: int, nc: int):
         self.sizes = spec.prepared_sizes(scan)  # (n, 2) width, height
 
         def decode(f):
-            return np.array(prepare(load_rgb(f.path), spec.policy, spec.load_size, spec.crop_size))
+            img = prepare(load_image(f.path, nc), spec.policy, spec.load_size, spec.crop_size)
+            return np.array(img).reshape(img.height, img.width, nc)  # mode L: (H, W) -> (H, W, 1)
 
         with ThreadPoolExecutor(threads) as pool:  # PIL decodes and resizes without the GIL
             arrays = list(pool.map(decode, scan.images))
         self.uniform = len({tuple(s) for s in self.sizes.tolist()}) == 1
         if self.uniform:
-            self.images = torch.from_numpy(np.stack(arrays)).to(spec.device)  # (N, H, W, 3) uint8
+            self.images = torch.from_numpy(np.stack(arrays)).to(spec.device)  # (N, H, W, nc) uint8
         else:
             self.images = [torch.from_numpy(a).to(spec.device) for a in arrays]
 
@@ -61,14 +64,14 @@ class GpuCacheLoader:
             )
         self.spec = spec
         threads = max(1, min(num_workers, os.cpu_count() or 1))
-        self.domains = (_Domain(spec, spec.A, threads), _Domain(spec, spec.B, threads))
+        self.domains = (_Domain(spec, spec.A, threads, spec.nc_A), _Domain(spec, spec.B, threads, spec.nc_B))
 
     def _take(self, dom: _Domain, idx: np.ndarray, u: np.ndarray, on_device: dict | None) -> torch.Tensor:
-        """(B, 3, h, w) uint8 channels-last view: crop at the plan's offsets, mirror where u[2] < 0.5."""
+        """(B, nc, h, w) uint8 channels-last view: crop at the plan's offsets, mirror where u[2] < 0.5."""
         c, flip = self.spec.crop, self.spec.flip
         if on_device is not None:  # one gather for the whole batch, indices already on the device
             i, y, x = on_device["i"], on_device["y"], on_device["x"]
-            out = dom.images[i[:, None, None], y[:, :, None], x[:, None, :]]  # (B, c, c, 3)
+            out = dom.images[i[:, None, None], y[:, :, None], x[:, None, :]]  # (B, c, c, nc)
             return out.permute(0, 3, 1, 2)
         crops = []
         for k, j in enumerate(idx.tolist()):

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from fastcycle.data.folders import IMG_EXTENSIONS, check_pixels
+from fastcycle.data.folders import (
+    GRAY_TO_RGB,
+    IMG_EXTENSIONS,
+    RGB_TO_GRAY,
+    TO_8_BITS,
+    check_pixels,
+    png_header,
+    read_image,
+)
 from fastcycle.errors import UserError
 
 
@@ -29,6 +37,15 @@ class ImageFile:
     # Empty when a GPU decoder reads the file as-is (8-bit RGB or grayscale JPEG/PNG); else what PIL
     # converts ("CMYK", "16-bit", "palette", "RGBA", "TIFF" ...), which the DALI loader pre-converts.
     convert: str = ""
+    channels: int = 3  # as read_image returns it: 1 (grayscale) or 3 (RGB)
+    # What decoding for training does to it before the channel conversion: read_image's notes
+    # ("RGBA to RGB (alpha dropped)", "palette to RGB", ...) and "16 to 8 bits".
+    notes: tuple[str, ...] = ()
+
+    def conversions(self, nc: int) -> tuple[str, ...]:
+        """Everything decoding it into an 8-bit, `nc`-channel training image does, for the run log."""
+        channel = {(1, 3): GRAY_TO_RGB, (3, 1): RGB_TO_GRAY}.get((self.channels, nc))
+        return (*self.notes, channel) if channel else self.notes
 
 
 @dataclass
@@ -42,21 +59,20 @@ class DomainScan:
     def converted(self) -> list[ImageFile]:
         return [f for f in self.images if f.convert]
 
+    def conversion_counts(self, nc: int) -> dict[str, int]:
+        """Each conversion decoding to `nc` channels applies -> how many of the images it applies to."""
+        counts: dict[str, int] = {}
+        for f in self.images:
+            for note in f.conversions(nc):
+                counts[note] = counts.get(note, 0) + 1
+        return counts
+
     def summary(self) -> str:
+        """The folder in one line; what decoding converts is counted per kind by conversion_counts."""
         line = f"{self.name}: {len(self.images):,} images"
-        if self.converted:
-            kinds = sorted({f.convert for f in self.converted})
-            line += f", {len(self.converted)} converted to RGB ({', '.join(kinds)})"
         if self.skipped:
             line += f", {len(self.skipped)} skipped (listed in the run log)"
         return line
-
-
-def _png_header(path: Path) -> tuple[int, int]:
-    """(bit depth, colour type) from the IHDR chunk; PIL hides 16-bit RGB behind mode "RGB"."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    return head[24], head[25]
 
 
 def inspect(path: Path) -> ImageFile | str:
@@ -70,9 +86,14 @@ def inspect(path: Path) -> ImageFile | str:
             check_pixels(img, path)
             fmt, mode, size = img.format, img.mode, img.size
             has_alpha = "transparency" in img.info
-            if fmt == "JPEG":
+            if fmt == "JPEG":  # JPEGs are 8-bit gray, RGB or CMYK: the mode says what decoding does
                 img.draft(mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
+                img.load()
+                notes, channels = (("CMYK to RGB",) if mode == "CMYK" else ()), 1 if mode == "L" else 3
+        if fmt != "JPEG":  # the decode training will do, so what it converts is known
+            arr, read_notes = read_image(path)
+            channels = arr.shape[2]
+            notes = (*read_notes, TO_8_BITS) if arr.dtype != "uint8" else tuple(read_notes)
     except UnidentifiedImageError:
         return "not an image PIL can read"
     except Image.DecompressionBombError as e:  # PIL's own check (over twice the limit) or check_pixels
@@ -82,12 +103,12 @@ def inspect(path: Path) -> ImageFile | str:
     if fmt == "JPEG":
         convert = "" if mode in ("RGB", "L") else mode
     elif fmt == "PNG":
-        depth, colour = _png_header(path)
+        depth, colour = png_header(path)
         convert = {3: "palette", 4: "grayscale+alpha", 6: "RGBA"}.get(colour, "")
         convert = convert or ("16-bit" if depth != 8 else "") or ("transparency" if has_alpha else "")
     else:
         convert = fmt or "unknown format"
-    return ImageFile(path, size, convert)
+    return ImageFile(path, size, convert, channels, notes)
 
 
 def scan_domain(data_root: str | os.PathLike, domain: str, max_size: int = 0) -> DomainScan:

@@ -33,7 +33,7 @@ def scan_folder(root: str | os.PathLike, max_dataset_size: int = 0) -> DomainSca
 
 
 class SingleDataset(Dataset):
-    """Item (epoch, position) -> {"A": (3, H, W) uint8, "index_A": file index, "skipped": [...]}."""
+    """Item (epoch, position) -> {"A": (nc_A, H, W) uint8, "index_A": file index, "skipped": [...]}."""
 
     def __init__(self, spec: LoaderSpec):
         self.paths, self.spec = [f.path for f in spec.A.images], spec
@@ -48,7 +48,7 @@ class SingleDataset(Dataset):
         epoch, position = key
         plan = self.plan(epoch)
         img, i, skipped = read_or_next(
-            len(self.paths), int(plan.order[position]), lambda k: decode(self.paths[k])
+            len(self.paths), int(plan.order[position]), lambda k: decode(self.paths[k], self.spec.nc_A)
         )
         s = self.spec
         image = preprocess(img, s.policy, s.load_size, s.crop_size, s.flip, plan.u[position])

@@ -3,7 +3,7 @@
 One loader for every model family: it runs a Dataset whose items are keyed by (epoch, position) and
 looked up in the epoch plan (fastcycle.data.plan), so nothing depends on worker state and any number of
 workers reproduces a run. The datasets (unaligned.py, aligned.py, single.py) differ only in what one
-item reads: {"A": (3, H, W) uint8, "index_A": file index, optional "B" and "index_B", "skipped": [...]}.
+item reads: {"A": (C, H, W) uint8, "index_A": file index, optional "B" and "index_B", "skipped": [...]}.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastcycle.data.contract import Batch, LoaderSpec, to_device
-from fastcycle.data.folders import load_rgb
+from fastcycle.data.folders import load_image
 from fastcycle.data.plan import rank_positions
 
 T = TypeVar("T")
@@ -29,10 +29,10 @@ class UnreadableFileError(Exception):
     """A file that turned unreadable since the folder scan; args[0] is its path."""
 
 
-def decode(path: Path) -> Image.Image:
-    """load_rgb, raising UnreadableFileError(path) instead of OSError."""
+def decode(path: Path, nc: int = 3) -> Image.Image:
+    """load_image (8-bit, "L" for nc 1, "RGB" for 3), raising UnreadableFileError(path), not OSError."""
     try:
-        return load_rgb(path)
+        return load_image(path, nc)
     except OSError:
         raise UnreadableFileError(str(path)) from None
 
@@ -73,7 +73,7 @@ class EpochSampler(Sampler):
 
 
 def collate(items: list[dict]) -> dict:
-    """Dataset items -> one host batch: (N, 3, H, W) uint8 images, (N,) int64 file indices, skipped files."""
+    """Dataset items -> one host batch: (N, C, H, W) uint8 images, (N,) int64 file indices, skipped files."""
     out = {"skipped": [p for it in items for p in it["skipped"]]}
     for key in ("A", "B"):
         if key in items[0]:

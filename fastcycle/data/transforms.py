@@ -51,7 +51,7 @@ def prepared_size(policy: str, w: int, h: int, load_size: int, crop_size: int) -
 
 
 def prepare(img: Image.Image, policy: str, load_size: int, crop_size: int) -> Image.Image:
-    """The deterministic resizes of one RGB image, as the reference does them (PIL bicubic)."""
+    """The deterministic resizes of one RGB or L image, as the reference does them (PIL bicubic)."""
     size = resize_size(policy, *img.size, load_size, crop_size)
     if size != img.size:
         img = img.resize(size, BICUBIC)
@@ -68,21 +68,26 @@ def crop_offset(u: float | np.ndarray, extent: int | np.ndarray, crop_size: int)
 
 
 def crop_flip(arr: np.ndarray, crop_size: int | None, u: Sequence[float], flip: bool) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, h, w) uint8: crop at offsets from u[0], u[1], mirror when u[2] < 0.5."""
+    """(H, W, C) or (H, W) uint8 -> (C, h, w) uint8: crop at offsets from u[0], u[1], mirror when
+    u[2] < 0.5."""
+    if arr.ndim == 2:  # a mode "L" image: one channel
+        arr = arr[..., None]
     if crop_size is not None:
         h, w = arr.shape[:2]
         x, y = int(crop_offset(u[0], w, crop_size)), int(crop_offset(u[1], h, crop_size))
         arr = arr[y : y + crop_size, x : x + crop_size]
     if flip and u[2] < 0.5:
         arr = arr[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    # A copy unless already one: (C, h, w) contiguous and writable. One channel transposes to a
+    # contiguous view of PIL's read-only buffer, which torch must not wrap.
+    return torch.from_numpy(np.require(arr.transpose(2, 0, 1), requirements=["C", "W"]))
 
 
 def preprocess(
     img: Image.Image, policy: str, load_size: int, crop_size: int, flip: bool, u: Sequence[float]
 ) -> torch.Tensor:
-    """Resize/crop/flip one RGB image as the reference does; returns (3, H, W) uint8."""
-    arr = np.asarray(prepare(img, policy, load_size, crop_size), dtype=np.uint8)  # (H, W, 3)
+    """Resize/crop/flip one RGB or L image as the reference does; returns (3 or 1, H, W) uint8."""
+    arr = np.asarray(prepare(img, policy, load_size, crop_size), dtype=np.uint8)  # (H, W, 3) or (H, W)
     return crop_flip(arr, crop_size if policy in CROPPING else None, u, flip)
 
 

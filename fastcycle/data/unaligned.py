@@ -28,15 +28,15 @@ class UnalignedDataset(Dataset):
         s = self.spec
         return epoch_plan(s.seed, epoch, len(self.paths_A), len(self.paths_B), not s.serial_batches)
 
-    def _load(self, paths: list, index: int, u: np.ndarray) -> tuple[torch.Tensor, int, list[str]]:
+    def _load(self, paths: list, index: int, u: np.ndarray, nc: int) -> tuple[torch.Tensor, int, list[str]]:
         s = self.spec
-        img, i, skipped = read_or_next(len(paths), index, lambda k: decode(paths[k]))
+        img, i, skipped = read_or_next(len(paths), index, lambda k: decode(paths[k], nc))
         return preprocess(img, s.policy, s.load_size, s.crop_size, s.flip, u), i, skipped
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, position = key
         plan = self.plan(epoch)
         u = plan.u[position]
-        A, index_A, skipped_A = self._load(self.paths_A, int(plan.a[position]), u[:3])
-        B, index_B, skipped_B = self._load(self.paths_B, int(plan.b[position]), u[3:])
+        A, index_A, skipped_A = self._load(self.paths_A, int(plan.a[position]), u[:3], self.spec.nc_A)
+        B, index_B, skipped_B = self._load(self.paths_B, int(plan.b[position]), u[3:], self.spec.nc_B)
         return {"A": A, "B": B, "index_A": index_A, "index_B": index_B, "skipped": skipped_A + skipped_B}

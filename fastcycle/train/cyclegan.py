@@ -60,11 +60,12 @@ class CycleGAN(GANModel):
         d = dict(ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, init_type=m.init_type, init_gain=m.init_gain)
         if self.aux:
             d["n_classes"] = self.n_classes
+        a, b = m.input_nc, m.output_nc  # channels of domain A's images and of domain B's
         return {
-            "G_AB": build_generator(m.netG, **g, kernels=kernels),
-            "G_BA": build_generator(m.netG, **g, kernels=kernels),
-            "D_A": build_discriminator(m.netD, **d),
-            "D_B": build_discriminator(m.netD, **d),
+            "G_AB": build_generator(m.netG, **g, input_nc=a, output_nc=b, kernels=kernels),
+            "G_BA": build_generator(m.netG, **g, input_nc=b, output_nc=a, kernels=kernels),
+            "D_A": build_discriminator(m.netD, **d, input_nc=a),
+            "D_B": build_discriminator(m.netD, **d, input_nc=b),
         }
 
     @property
@@ -76,7 +77,7 @@ class CycleGAN(GANModel):
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
         """trainA/ and trainB/ under `root`, vetted, read by the --loader choice (which says why)."""
         scans = [scan_domain(root, name, cfg.data.max_dataset_size) for name in ("trainA", "trainB")]
-        log_scans(scans)
+        log_scans(scans, [cfg.model.input_nc, cfg.model.output_nc])
         labels, n_classes = class_labels(cfg, scans) if cfg.model.aux_classifier else (None, 0)
         spec = LoaderSpec(*scans, **spec_fields(cfg, env))
         loader, note = build_loader(cfg.data, spec, env.run_dir, state.get("loader") if state else None, log)
@@ -99,8 +100,9 @@ class CycleGAN(GANModel):
         index_A: torch.Tensor | None = None,
         index_B: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One iteration on (N, 3, H, W) batches in [-1, 1]: the detached losses and a 0-dim bool, true
-        when the non-finite guard skipped the step, both on the device (no sync). index_A/index_B: the
+        """One iteration on (N, input_nc, H, W) and (N, output_nc, H, W) batches in [-1, 1]: the detached
+        losses and a 0-dim bool, true when the non-finite guard skipped the step, both on the device (no
+        sync). index_A/index_B: the
         batch's file indices, for the class labels of --aux-classifier."""
         lo = self.cfg.loss
         lambda_idt = lo.lambda_identity

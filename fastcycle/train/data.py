@@ -62,17 +62,32 @@ def spec_fields(cfg: TrainConfig, env: RunEnv) -> dict[str, Any]:
         channels_last=cfg.runtime.channels_last,
         rank=env.dist.rank,
         world_size=env.dist.world_size,
+        nc_A=cfg.model.input_nc,  # the reference's: A images feed G_AB, B images are what it makes
+        nc_B=cfg.model.output_nc,
     )
 
 
-def log_scans(scans: list[DomainScan], unmatched: Sequence[str] = ()) -> None:
-    """One line per scanned folder; the run log names every skipped, converted and unmatched file."""
+def log_scans(
+    scans: list[DomainScan],
+    ncs: Sequence[int],
+    unmatched: Sequence[str] = (),
+    sides: Sequence[tuple[str, DomainScan, int]] = (),
+) -> None:
+    """One line per scanned folder, and one per kind of conversion and folder with its count ("data:
+    trainA: 3 images converted RGBA to RGB (alpha dropped)"); the run log names every skipped, unmatched
+    and converted file (but for the channel conversion, which usually concerns a whole folder). ncs: the
+    channels each scan's images are decoded to; sides: more (label, scan, channels) to count
+    conversions for (pix2pix's train/ halves, when they differ)."""
     for scan in scans:
         log(f"data: {scan.summary()}")
         for path, why in scan.skipped:
             log(f"data: skipped {path}: {why}", to_terminal=False)
-        for f in scan.converted:
-            log(f"data: converted {f.path} ({f.convert}) to RGB", to_terminal=False)
+        for f in scan.images:
+            if f.notes:
+                log(f"data: converted {f.path}: {', '.join(f.notes)}", to_terminal=False)
+    for label, scan, nc in [*((s.name, s, nc) for s, nc in zip(scans, ncs, strict=True)), *sides]:
+        for note, n in scan.conversion_counts(nc).items():
+            log(f"data: {label}: {n:,} image{'s' if n > 1 else ''} converted {note}")
     for name in unmatched:  # the start-up note counts them; the run log names them
         log(f"data: unmatched {name}", to_terminal=False)
 

@@ -34,22 +34,23 @@ class DCGAN(GANModel):
     def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         init = dict(init_type=m.init_type, init_gain=m.init_gain)
         return {
-            "G": build_generator("dcgan", ngf=m.ngf, norm=m.norm, nz=m.nz, **init),
-            "D": build_discriminator("dcgan", ndf=m.ndf, norm=m.norm, **init),
+            "G": build_generator("dcgan", ngf=m.ngf, norm=m.norm, nz=m.nz, output_nc=m.output_nc, **init),
+            "D": build_discriminator("dcgan", ndf=m.ndf, norm=m.norm, input_nc=m.output_nc, **init),
         }
 
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
         """The images under `root` (subfolders included), read by the torch loader."""
-        loader = open_single(root, cfg.data.num_workers, cfg.data.max_dataset_size, **spec_fields(cfg, env))
-        log_scans(loader.scans)
+        fields = spec_fields(cfg, env) | {"nc_A": cfg.model.output_nc}  # the images G makes: output_nc
+        loader = open_single(root, cfg.data.num_workers, cfg.data.max_dataset_size, **fields)
+        log_scans(loader.scans, [cfg.model.output_nc])
         return DataSource(root, loader, loader.note)
 
     def step(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         return self.train_step(batch.A)
 
     def train_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One iteration on (N, 3, 64, 64) real images in [-1, 1]; the detached losses and the skip
+        """One iteration on (N, output_nc, 64, 64) real images in [-1, 1]; the detached losses and the skip
         flag, on the device (no host sync). The noise is drawn on the device: no host-to-device copy
         per step, and a stream the checkpoint restores (the loop saves the device RNG state)."""
         z = torch.randn(real.shape[0], self.cfg.model.nz, 1, 1, device=self.device)

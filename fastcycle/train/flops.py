@@ -44,7 +44,8 @@ def step_flops(cfg: TrainConfig) -> float:
         model = CycleGAN(counted, ModelEnv(meta, resolve_precision(False, "auto", meta)))
         for opt in (model.opt_G, model.opt_D):  # fused Adam has no meta kernel; its update is not counted
             opt.step = lambda: None
-        real_A, real_B = torch.empty(1, 3, size, size), torch.empty(1, 3, size, size)
+        m = cfg.model
+        real_A, real_B = torch.empty(1, m.input_nc, size, size), torch.empty(1, m.output_nc, size, size)
         with FlopCounterMode(display=False) as counter:
             model.train_step(real_A, real_B)
     return float(counter.get_total_flops())

@@ -154,7 +154,8 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
         log(f"data: {len(sink.unreadable)} image(s) turned unreadable during the run; see the lines above")
     log(f"done: {step} steps; checkpoint {env.run_dir / CHECKPOINT_NAME}")
     if cfg.data.data is None and dist.is_main and cfg.model.model == "cycle_gan":
+        m = cfg.model
         result.demo_psnr = demo.evaluate(
-            model.generator("AtoB"), source.root, env.device, env.precision.dtype
+            model.generator("AtoB"), source.root, env.device, env.precision.dtype, m.input_nc, m.output_nc
         )
     return result

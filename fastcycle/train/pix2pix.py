@@ -32,33 +32,43 @@ class Pix2Pix(GANModel):
 
     def build_nets(self, m: ModelConfig, kernels: str) -> dict[str, nn.Module]:
         init = dict(init_type=m.init_type, init_gain=m.init_gain)
-        return {
-            "G": build_generator(m.netG, ngf=m.ngf, norm=m.norm, dropout=m.dropout, kernels=kernels, **init),
-            # Conditional: D sees the input and the (real or generated) output stacked, 6 channels.
-            "D": build_discriminator(
-                m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=6, **init
-            ),
-        }
+        G = build_generator(
+            m.netG,
+            ngf=m.ngf,
+            norm=m.norm,
+            dropout=m.dropout,
+            input_nc=m.input_nc,
+            output_nc=m.output_nc,
+            kernels=kernels,
+            **init,
+        )
+        # Conditional: D sees the input and the (real or generated) output stacked, input_nc + output_nc.
+        nc = m.input_nc + m.output_nc
+        D = build_discriminator(m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=nc, **init)
+        return {"G": G, "D": D}
 
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
         """The pairs under `root` (train/ or trainA/ + trainB/), read by the torch loader."""
         d = cfg.data
         loader = open_aligned(root, d.direction, d.num_workers, d.max_dataset_size, **spec_fields(cfg, env))
-        log_scans(loader.scans, loader.unmatched)
+        ncs, sides = loader.channel_targets()
+        log_scans(loader.scans, ncs, loader.unmatched, sides)
         return DataSource(root, loader, loader.note)
 
     def train_step(
         self, real_A: torch.Tensor, real_B: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One iteration on paired (N, 3, H, W) batches in [-1, 1]: real_A is the input, real_B its
-        target. Returns the detached losses and the skip flag, on the device (no host sync)."""
+        """One iteration on paired (N, input_nc, H, W) and (N, output_nc, H, W) batches in [-1, 1]: real_A
+        is the input, real_B its target. Returns the detached losses and the skip flag, on the device (no
+        host sync)."""
         lo = self.cfg.loss
         with self.autocast():
             (fake_B,) = self._calls("G", real_A)
 
         # Discriminator: real pairs vs generated pairs (the fakes made finite: a skipped step's may not be).
-        real_AB = torch.cat([real_A, real_B], 1)  # (N, 6, H, W), float32 as under autocast (cat promotes)
+        # (N, input_nc + output_nc, H, W), float32 as under autocast (cat promotes)
+        real_AB = torch.cat([real_A, real_B], 1)
         fake_AB = torch.cat([real_A, fake_B.detach().nan_to_num(0.0, 1.0, -1.0)], 1)
         parts, bad_D = self._discriminator_step({"D": (real_AB, fake_AB)})
         losses = parts["D"]

@@ -22,7 +22,7 @@ from fastcycle.atomic import write_atomic
 from fastcycle.config import TrainConfig
 from fastcycle.data.aligned import AlignedLoader, find_pairs
 from fastcycle.data.contract import LoaderSpec
-from fastcycle.data.folders import list_images, load_rgb
+from fastcycle.data.folders import list_images, load_image
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
@@ -53,7 +53,10 @@ def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | N
                 f"a pix2pix teacher's pairs are read with --loader torch; drop --loader {d.loader}"
             )
         files = find_pairs(root, d.max_dataset_size)
-        log_scans(files.scans, files.unmatched)
+        nc_source, nc_target = cfg.model.input_nc, cfg.model.output_nc
+        # The left/trainA side is the input unless the teacher translates BtoA.
+        left_right = (nc_target, nc_source) if direction == "BtoA" else (nc_source, nc_target)
+        log_scans(files.scans, left_right[: len(files.scans)], files.unmatched)
         held, where = _test_images(root, source, paired=True)
         if not held:
             keep = len(files.pairs) - _keep_out(len(files.pairs))
@@ -68,7 +71,7 @@ def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | N
         note = loader.note
     else:
         scans = [scan_domain(root, f"train{x}", d.max_dataset_size) for x in (source, target)]
-        log_scans(scans)
+        log_scans(scans, [cfg.model.input_nc, cfg.model.output_nc])
         held, where = _test_images(root, source, paired=False)
         if not held:
             images = scans[0].images
@@ -99,9 +102,9 @@ def _test_images(root: Path, source: str, paired: bool) -> tuple[list[tuple[str,
     return [], ""
 
 
-def held_out_images(run_dir: Path, limit: int = 0) -> tuple[list[tuple[str, np.ndarray]], str]:
-    """The run's held-out images as (name, (H, W, 3) uint8), and where they came from; unreadable ones
-    are left out. limit: at most this many (0: all)."""
+def held_out_images(run_dir: Path, limit: int = 0, nc: int = 3) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """The run's held-out images as (name, (H, W, nc) uint8), and where they came from; unreadable ones
+    are left out. limit: at most this many (0: all); nc: the channels the generators take."""
     path = Path(run_dir) / HELD_OUT_NAME
     if not path.is_file():
         raise UserError(f"{run_dir} has no {HELD_OUT_NAME}; is it a `fastcycle distill` run?")
@@ -109,11 +112,12 @@ def held_out_images(run_dir: Path, limit: int = 0) -> tuple[list[tuple[str, np.n
     out = []
     for item in listing["images"][: limit or None]:
         try:
-            img = load_rgb(Path(item["path"]))
+            img = load_image(Path(item["path"]), nc)
         except OSError:
             continue
         if item["half"]:
             w, h = img.size
             img = img.crop((0, 0, w // 2, h) if item["half"] == "left" else (w // 2, 0, w, h))
-        out.append((Path(item["path"]).name, np.asarray(img)))
+        arr = np.asarray(img)
+        out.append((Path(item["path"]).name, arr[..., None] if arr.ndim == 2 else arr))
     return out, listing["where"]

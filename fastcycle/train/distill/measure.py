@@ -60,13 +60,18 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def images_per_second(
-    nets: dict[str, nn.Module], batch: int, size: int, device: torch.device, min_seconds: float = 2.0
+    nets: dict[str, nn.Module],
+    batch: int,
+    size: int,
+    device: torch.device,
+    min_seconds: float = 2.0,
+    input_nc: int = 3,
 ) -> dict[str, float]:
-    """Images/s of each network on the same random (batch, 3, size, size) input, side by side: rounds of
-    one call of each, so that a load change on a shared machine hits all of them alike, until every
+    """Images/s of each network on the same random (batch, input_nc, size, size) input, side by side:
+    rounds of one call of each, so that a load change on a shared machine hits all of them alike, until every
     network has had 3 calls and the rounds took min_seconds per network; the median call of each,
     after a warm-up call, with a device sync before every clock read."""
-    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    x = torch.rand(batch, input_nc, size, size, device=device) * 2 - 1
     for net in nets.values():  # allocator, oneDNN/cuDNN algorithm choice
         net(x)
     times: dict[str, list[float]] = {name: [] for name in nets}

@@ -63,7 +63,8 @@ class Distiller(GANModel):
         discriminator "D" (the teacher's weights)."""
         t, size = self._teacher_cfg.model, self.cfg.data.crop_size
         init = dict(init_type=m.init_type, init_gain=m.init_gain)
-        nets = {"G": build_generator(m.netG, ngf=m.ngf, norm=m.norm, kernels=kernels, **init)}
+        channels = dict(input_nc=m.input_nc, output_nc=m.output_nc)
+        nets = {"G": build_generator(m.netG, ngf=m.ngf, norm=m.norm, kernels=kernels, **channels, **init)}
         if self.features:
             student = [c for c, _, _ in tap_shapes(m.netG, m.ngf, m.norm, size)]
             teacher = [c for c, _, _ in tap_shapes(t.netG, t.ngf, t.norm, size)]
@@ -90,13 +91,13 @@ class Distiller(GANModel):
     def train_step(
         self, real_A: torch.Tensor, real_B: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One iteration on (N, 3, H, W) source images in [-1, 1]; real_B: real output-domain images (or
-        the pairs' targets), read only by the discriminator. Returns the detached losses and the skip
-        flag, on the device (no host sync)."""
+        """One iteration on (N, input_nc, H, W) source images in [-1, 1]; real_B: real output-domain
+        images (or the pairs' targets), read only by the discriminator. Returns the detached losses and
+        the skip flag, on the device (no host sync)."""
         di, gan_mode = self.cfg.distill, self.cfg.loss.gan_mode
         losses: dict[str, torch.Tensor] = {}
         with torch.no_grad(), self.autocast():
-            target = self.teacher(real_A)  # (N, 3, H, W); the teacher's taps fire here
+            target = self.teacher(real_A)  # (N, output_nc, H, W); the teacher's taps fire here
         self._freeze_discriminators()
         with self.autocast():
             (fake,) = self._calls("G", real_A)

@@ -41,7 +41,7 @@ def _load_average() -> float | None:
 def translate_images(
     net: Runner | torch.nn.Module, images: list[np.ndarray], device: torch.device, multiple: int
 ) -> list[torch.Tensor]:
-    """(H, W, 3) uint8 images, each at its own size -> (3, H, W) uint8 translations by `net` (a runner
+    """(H, W, C) uint8 images, each at its own size -> (output C, H, W) uint8 translations by `net` (a runner
     or a generator), padded to `multiple` (its size multiple) and cropped back as `fastcycle translate`
     does."""
     out = []
@@ -82,11 +82,11 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
         "load_before": _load_average(),
     }
     for batch in (1, 32) if device.type == "cuda" else (1, 8):
-        speed[f"batch_{batch}"] = images_per_second(nets, batch, size, device)
+        speed[f"batch_{batch}"] = images_per_second(nets, batch, size, device, input_nc=cfg.model.input_nc)
     speed["load_after"] = _load_average()
     report["images_per_s"] = speed
 
-    images, where = held_out_images(run_dir, MAX_IMAGES)
+    images, where = held_out_images(run_dir, MAX_IMAGES, cfg.model.input_nc)
     if images:
         arrays = [img for _, img in images]
         ours, theirs = (
@@ -102,7 +102,8 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
     demo_root = run_dir / "demo_data"
     if cfg.data.data is None and direction == "AtoB" and demo_root.is_dir():  # the demo: f is known
         (t_db, base), (s_db, _) = (
-            demo.evaluate(nets[k].net, demo_root, device) for k in ("teacher", "student")
+            demo.evaluate(nets[k].net, demo_root, device, None, cfg.model.input_nc, cfg.model.output_nc)
+            for k in ("teacher", "student")
         )
         report["demo_psnr_vs_f"] = {"teacher": t_db, "student": s_db, "untranslated": base}
     write_atomic(run_dir / REPORT_NAME, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))

@@ -95,6 +95,8 @@ def student_config(teacher: Teacher, direction: str | None, overrides: dict) -> 
         setattr(getattr(cfg, section), name, getattr(getattr(t, section), name))
     cfg.model.model, cfg.model.netG = "distill", default_student(t.model.netG)
     cfg.model.ngf = max(t.model.ngf // 2, 1)
+    if teacher.family == "cycle_gan" and direction == "BtoA":  # G_BA: output_nc channels in, input_nc out
+        cfg.model.input_nc, cfg.model.output_nc = t.model.output_nc, t.model.input_nc
     cfg.data.data = t.data.data and str(Path(t.data.data).resolve())  # the student may run from elsewhere
     cfg.data.direction = direction or t.data.direction
     cfg.run.name = f"{teacher.path.parent.name}_student"
@@ -146,12 +148,12 @@ def teacher_generator(state: dict, t: TrainConfig, direction: str, kernels: str,
 
 def teacher_discriminator(state: dict, t: TrainConfig, direction: str) -> nn.Module:
     """The teacher's discriminator of the output domain, to start the student's adversarial loss from:
-    CycleGAN's D_B for AtoB (it judges domain B), D_A for BtoA; pix2pix's conditional D (6 channels)."""
+    CycleGAN's D_B for AtoB (it judges domain B), D_A for BtoA; pix2pix's conditional D (input_nc +
+    output_nc channels)."""
     m = t.model
     pix2pix = m.model == "pix2pix"
     name = "D" if pix2pix else ("D_B" if direction == "AtoB" else "D_A")
-    net = build_discriminator(
-        m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=6 if pix2pix else 3
-    )
+    nc = m.input_nc + m.output_nc if pix2pix else (m.output_nc if direction == "AtoB" else m.input_nc)
+    net = build_discriminator(m.netD, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm, input_nc=nc)
     weights = {k: v for k, v in state["model"]["nets"][name].items() if not k.startswith("cls.")}
     return load_weights(net, weights, f"the teacher's {name}")  # a class head (--aux-classifier) is left out
