@@ -58,8 +58,8 @@ def cached_export(
     say=lambda line: print(line, file=sys.stderr),
 ) -> Path:
     """The `backend` export of `source`'s `direction` generator, from the folder's cache or made now."""
-    from fastcycle import __version__
     from fastcycle.trained import resolve_source
+    from fastcycle.version import __version__
 
     source = Path(source)
     if not source.exists():

@@ -158,7 +158,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def metadata_for(config: dict | None, direction: str) -> dict[str, str]:
-    from fastcycle import __version__
+    from fastcycle.version import __version__
 
     info = {"version": __version__, "direction": direction}
     if config is not None:

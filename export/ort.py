@@ -86,8 +86,10 @@ class OrtRunner:
             return torch.from_numpy(
                 self.session.run([self.output_name], {self.input_name: x.cpu().numpy()})[0]
             )
-        # A translator keeps the input's shape; a DCGAN's output shape is fixed in the graph.
-        out = torch.empty_like(x) if self.image_to_image else x.new_empty(x.shape[0], *self.out_chw)
+        # A translator keeps the input's H and W; a DCGAN's output shape is fixed in the graph.
+        out_c = self.output_nc if self.image_to_image else self.out_chw[0]  # channels may differ from x's
+        out_hw = x.shape[2:] if self.image_to_image else self.out_chw[1:]
+        out = x.new_empty(x.shape[0], out_c, *out_hw)
         binding = self.session.io_binding()
         index = x.device.index or 0
         binding.bind_input(self.input_name, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())

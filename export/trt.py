@@ -201,7 +201,7 @@ class TrtRunner:
         self.batch, self.hw = (lo[0], hi[0]), (lo[2], lo[3])
         self.channels = (lo[1], tuple(self.engine.get_tensor_shape(OUTPUT))[1])  # (input_nc, output_nc)
         self.size_multiple = UNRECORDED_SIZE_MULTIPLE  # a plan keeps no record of its generator
-        self.input_nc, self.output_nc = lo[1], self.engine.get_tensor_shape(OUTPUT)[1]
+        self.input_nc, self.output_nc = self.channels
         # A plan does not record the precision it was built in: assume reduced, so that 16-bit images
         # are never silently computed at fp16/bf16 precision (fastcycle.translator refuses them).
         self.precision = "fp16"

@@ -17,6 +17,7 @@ import torch
 from fastcycle.config import ModelConfig
 from fastcycle.data.transforms import pad_to_multiple
 from fastcycle.generator_specs import GENERATOR_SPECS
+from fastcycle.trained import image_channels
 
 # The size multiple of an exported file that does not record its generator's: the default --netG's, as
 # for a reference .pth given without flags (fastcycle.trained). Such files are TensorRT plans (which
@@ -55,7 +56,7 @@ class TorchRunner:
         self.net = net.to(device, memory_format=self.layout).eval()
         self.device, self.amp_dtype = device, amp_dtype
         self.size_multiple = net.spec.size_multiple
-        self.input_nc, self.output_nc = generator_channels(net)
+        self.input_nc, self.output_nc = image_channels(net)
         self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")
         layout = ", channels-last" if self.layout == torch.channels_last else ""
         self.note = f"torch eager on {device}, {self.precision}{layout}"
@@ -65,13 +66,6 @@ class TorchRunner:
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return self.net(x).float()
-
-
-def generator_channels(net: torch.nn.Module) -> tuple[int, int]:
-    """(input_nc, output_nc) of an image-to-image generator: its first convolution's input channels and
-    its last one's output channels (module order is call order in every fastcycle generator)."""
-    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
-    return convs[0].in_channels, convs[-1].out_channels
 
 
 def run_padded(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The engine of `fastcycle sample`: images from a noise-to-image generator (DCGAN), and the DCGAN paper's
 vector arithmetic on its noise ("smiling woman - neutral woman + neutral man", Radford et al. 2016).
 
-The generator is any module mapping noise of shape (N, nz, 1, 1) to (N, 3, H, W) images in [-1, 1] that
+The generator is any module mapping noise of shape (N, nz, 1, 1) to (N, C, H, W) images (C 3, or 1 for grayscale) in [-1, 1] that
 carries its noise length as the attribute `nz`.
 
 Plain sampling writes the noise beside its grid (fastcycle.noise), so exemplars can be picked from the
@@ -56,7 +56,7 @@ def _nz(G: nn.Module) -> int:
 
 @torch.no_grad()
 def generate(G: nn.Module, z: np.ndarray, device: str | torch.device, batch_size: int = 256) -> np.ndarray:
-    """Images of noise vectors: (n, nz) float -> (n, H, W, 3) uint8, in eval mode, `batch_size` at a time.
+    """Images of noise vectors: (n, nz) float -> (n, H, W, C) uint8, in eval mode, `batch_size` at a time.
     G's train/eval mode is restored afterwards."""
     z = np.asarray(z, dtype=np.float32)
     if z.ndim != 2 or z.shape[0] < 1:
@@ -73,16 +73,21 @@ def generate(G: nn.Module, z: np.ndarray, device: str | torch.device, batch_size
         for i in range(0, len(z), batch_size):
             x = torch.from_numpy(z[i : i + batch_size]).to(device=device, dtype=dtype)
             y = G(x[:, :, None, None])
-            if y.ndim != 4 or y.shape[1] != 3 or y.shape[0] != x.shape[0]:
-                raise ValueError(f"the generator made {tuple(y.shape)}, not ({x.shape[0]}, 3, H, W) images")
+            if y.ndim != 4 or y.shape[1] not in (1, 3) or y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"the generator made {tuple(y.shape)}, not ({x.shape[0]}, 1 or 3, H, W) images"
+                )
             out.append(to_uint8(y).permute(0, 2, 3, 1).cpu().numpy())
     return np.ascontiguousarray(np.concatenate(out))
 
 
 def grid(images: np.ndarray, ncol: int, border: int = BORDER, fill: int = 0) -> np.ndarray:
     """Tile (n, H, W, 3) uint8 images row by row, `ncol` a row (fewer when n is smaller), with a `border`-
-    pixel frame of value `fill` around and between tiles: (rows * (H + b) + b, cols * (W + b) + b, 3)."""
+    pixel frame of value `fill` around and between tiles: (rows * (H + b) + b, cols * (W + b) + b, 3).
+    Grayscale (n, H, W, 1) images (a --output-nc 1 DCGAN's) are shown as gray RGB."""
     images = np.asarray(images)
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = np.repeat(images, 3, axis=3)
     if images.ndim != 4 or images.shape[3] != 3 or images.shape[0] < 1 or images.dtype != np.uint8:
         raise ValueError(f"grid needs (n, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
     if ncol < 1:

@@ -148,7 +148,7 @@ def save_generator(net: nn.Module, path: str | Path, arch: Mapping[str, Any], di
     """The generator's weights as safetensors, its architecture and direction in the metadata."""
     from safetensors.torch import save_file
 
-    from fastcycle import __version__
+    from fastcycle.version import __version__
 
     meta = {"fastcycle.version": __version__, "fastcycle.direction": direction}
     meta["fastcycle.arch"] = json.dumps(architecture(arch))

@@ -302,3 +302,7 @@ def test_a_grayscale_dcgan_makes_one_channel_images(tmp_path):
     G = read_generator_file(tmp_path / "run").generator()
     assert G(torch.zeros(2, 100, 1, 1)).shape == (2, 1, 64, 64)
     assert load_checkpoint(tmp_path / "run")["model"]["nets"]["D"]["main.0.weight"].shape[1] == 1
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(tmp_path / "run"), "--n", "4", "--out", str(out)]) == 0
+    pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert (pixels[..., 0] == pixels[..., 2]).all()  # gray shown as gray

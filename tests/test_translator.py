@@ -109,7 +109,11 @@ def test_resize_options():
     assert t(_photo(40, 30)).shape == (20, 15, 3)
     assert t(_photo(16, 12)).shape == (16, 12, 3)  # small images are not enlarged
     keep = TranslateOptions(max_side=20, keep_size=True)
-    assert Translator(TorchRunner(_generator(), CPU), keep, say=lambda line: None)(_photo(40, 30)).shape == (40, 30, 3)
+    assert Translator(TorchRunner(_generator(), CPU), keep, say=lambda line: None)(_photo(40, 30)).shape == (
+        40,
+        30,
+        3,
+    )
     with pytest.raises(UserError, match="--load-size must be positive"):
         TranslateOptions(load_size=0)
 
@@ -146,8 +150,21 @@ def test_translate_command_on_one_image_a_16_bit_png_and_a_folder_with_a_video(w
     write_image(_photo(40, 56), src / "a.png")
     write_image(_photo(32, 32, bits=16), src / "deep" / "b16.png")
     make_clip(src / "clips" / "c.mp4", frames=6, size=(48, 32), audio=True)
-    code = main(["translate", "--checkpoint", str(weights), "--input", str(src), "--output", str(tmp_path / "out"),
-                 "--device", "cpu", "--workers", "1"])
+    code = main(
+        [
+            "translate",
+            "--checkpoint",
+            str(weights),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+        ]
+    )
     err = capsys.readouterr()
     assert code == 0, err.err
     assert "translated 3 files" in err.out and "6 video frames" in err.out
@@ -155,8 +172,24 @@ def test_translate_command_on_one_image_a_16_bit_png_and_a_folder_with_a_video(w
     assert read_image(tmp_path / "out" / "deep" / "b16.png")[0].dtype == np.uint16
     assert (tmp_path / "out" / "clips" / "c.mp4").stat().st_size > 0
     one = tmp_path / "one.png"
-    assert main(["translate", "--checkpoint", str(weights), "--input", str(src / "a.png"), "--output", str(one),
-                 "--device", "cpu", "--max-side", "28"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--checkpoint",
+                str(weights),
+                "--input",
+                str(src / "a.png"),
+                "--output",
+                str(one),
+                "--device",
+                "cpu",
+                "--max-side",
+                "28",
+            ]
+        )
+        == 0
+    )
     assert read_image(one)[0].shape == (20, 28, 3)
 
 
@@ -169,8 +202,18 @@ def test_translate_command_on_one_image_a_16_bit_png_and_a_folder_with_a_video(w
     ],
 )
 def test_translate_flags_refuse_bad_values_in_one_line(weights, tmp_path, capsys, flags, message):
-    argv = ["translate", "--checkpoint", str(weights), "--input", str(tmp_path), "--output", str(tmp_path / "o"),
-            "--device", "cpu", *flags]
+    argv = [
+        "translate",
+        "--checkpoint",
+        str(weights),
+        "--input",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+        *flags,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
