@@ -1,8 +1,8 @@
 """The engine of `fastcycle sample`: images from a noise-to-image generator (DCGAN), and the DCGAN paper's
 vector arithmetic on its noise ("smiling woman - neutral woman + neutral man", Radford et al. 2016).
 
-The generator is any module mapping noise of shape (N, nz, 1, 1) to (N, C, H, W) images (C 3, or 1 for grayscale) in [-1, 1] that
-carries its noise length as the attribute `nz`.
+The generator is any module mapping noise of shape (N, nz, 1, 1) to (N, C, H, W) images in [-1, 1] (C: 3,
+or 1 for grayscale) that carries its noise length as the attribute `nz`.
 
 Plain sampling writes the noise beside its grid (fastcycle.noise), so exemplars can be picked from the
 grid later (`select_noise`) and saved as concept files; a concept's vector in the arithmetic is the mean
