@@ -149,7 +149,7 @@ def test_translate_command_on_one_image_a_16_bit_png_and_a_folder_with_a_video(w
     src = tmp_path / "in"
     write_image(_photo(40, 56), src / "a.png")
     write_image(_photo(32, 32, bits=16), src / "deep" / "b16.png")
-    make_clip(src / "clips" / "c.mp4", frames=6, size=(48, 32), audio=True)
+    make_clip(src / "clips" / "c.mp4", n=6, size=(48, 32))
     code = main(
         [
             "translate",
