@@ -24,6 +24,17 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                # The channels-last kernel sums x and x^2 in float32 and takes E[x^2] - E[x]^2, which
+                # cancels when a plane's mean is large against its spread and drifts with the plane's
+                # size (measured, 64 x 512 x 512, mean 5 std: max error 1.7e-3; a 4096 x 4096 photo's
+                # translation came out 24 dB from instance_norm's). The plane's mean taken off first
+                # (a channels-last view's column means, exact enough) leaves group norm's result the
+                # same, since it re-centres, and its sums nothing to cancel: 7e-5, still 2x faster
+                # than instance_norm here.
+                n, c, h, w = x.shape
+                mean = x.permute(0, 2, 3, 1).reshape(n, h * w, c).mean(1)  # (N, C)
+                x = x - mean[:, :, None, None]
             return F.group_norm(x, self.num_features, eps=self.eps)
         return super().forward(x)
 
