@@ -19,6 +19,7 @@ image and one tile's working set (fastcycle.tiling.memory estimates it and picks
 
 from __future__ import annotations
 
+import math
 import tempfile
 
 import torch
@@ -41,8 +42,14 @@ class _Stats:
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
 
     def add(self, t: torch.Tensor) -> None:  # (1, C, h, w), any float dtype, any device
-        var, mean = torch.var_mean(t.float(), dim=(0, 2, 3), correction=0)
-        k = t.shape[2] * t.shape[3]
+        c, k = t.shape[1], t.shape[2] * t.shape[3]
+        v = t[0].permute(1, 2, 0).float().contiguous().view(k, c)  # channels-last tiles: no copy
+        # Sums over the rows of a (k / g, g C) view: torch reduces over a wide matrix's rows 10x faster
+        # than over a (k, C) one's (measured 2.2 vs 24 ms at 480x480x16). Two passes (the mean, then the
+        # centred squares): no cancellation, unlike a sum of squares.
+        g = math.gcd(k, 64)
+        mean = v.view(-1, g * c).sum(0).view(g, c).sum(0) / k
+        var = (v - mean).square_().view(-1, g * c).sum(0).view(g, c).sum(0) / k
         mean, var = mean.double().cpu(), var.double().cpu()
         total = self.n + k
         delta = mean - self.mean

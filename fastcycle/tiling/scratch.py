@@ -1,65 +1,80 @@
-"""Full-size activations between segments, in memory-mapped files of a scratch folder, not in RAM.
+"""Full-size activations between segments, in files of a scratch folder, not in RAM.
 
 A 12000 x 8000 image has 96 M pixels: one 64-channel fp32 activation of it is 24.6 GB. Each buffer is a
-sparse file mapped into the process; a tile's region is copied in or out with numpy slicing, and then
-the whole mapping is dropped from the process (madvise MADV_DONTNEED), so the mapped pages do not pile
-up in its resident set: on a shared file mapping this only unmaps them, the written data stays in the
-page cache (reclaimable memory the kernel writes back) and in the file.
+sparse file in (H, W, C) order, read and written a tile at a time with positional file I/O (preadv,
+pwritev), one call per tile row: nothing is mapped into the process, so the resident set holds only the
+tile being copied (the data passes through the page cache, which the kernel reclaims and writes back).
+(H, W, C) because a tile row is then one contiguous run of the file and the tensor it becomes is
+channels-last, the layout the CPU convolutions want.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fastcycle.tiling.geometry import Region
 
-# numpy has no bfloat16: such buffers are stored as their 16-bit patterns and viewed back.
-_NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.int16}
-_BITS = {torch.bfloat16: torch.int16}
+# Positional reads and writes move at most this much per call on Linux (0x7ffff000): loop beyond it.
+_MAX_IO = 0x7FFFF000
+
+
+def _full(call, fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        n = call(fd, [view[done : done + _MAX_IO]], offset + done)
+        if n <= 0:
+            raise OSError(f"short scratch file I/O at offset {offset + done}")
+        done += n
 
 
 class ScratchBuffer:
-    """One (C, H, W) activation in `folder`, of `dtype` (float32, float16 or bfloat16)."""
+    """One (C, H, W) activation in `folder`, stored (H, W, C) in `dtype` (float32, float16, bfloat16)."""
 
     def __init__(self, folder: str | Path, name: str, shape: tuple[int, int, int], dtype: torch.dtype):
         self.path = Path(folder) / f"{name}.bin"
         self.shape, self.dtype = shape, dtype
-        np_dtype = np.dtype(_NUMPY[dtype])
-        nbytes = int(np.prod(shape)) * np_dtype.itemsize
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.ftruncate(fd, nbytes)  # sparse: disk blocks only for what is written
-            self._map = mmap.mmap(fd, nbytes)
-        finally:
-            os.close(fd)
-        self._array = np.frombuffer(self._map, dtype=np_dtype).reshape(shape)
+        c, h, w = shape
+        self.item = torch.empty(0, dtype=dtype).element_size()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(self.fd, c * h * w * self.item)  # sparse: disk blocks only for what is written
 
-    def _drop_pages(self) -> None:
-        self._map.madvise(mmap.MADV_DONTNEED)
+    def _rows(self, region: Region):
+        """(offset, byte length) in the file of each row of the region; whole-width rows merge."""
+        c, _, width = self.shape
+        y0, y1, x0, x1 = region
+        row = (x1 - x0) * c * self.item
+        if x0 == 0 and x1 == width:
+            return [(y0 * width * c * self.item, row * (y1 - y0))]
+        return [(((y * width) + x0) * c * self.item, row) for y in range(y0, y1)]
 
     def read(self, region: Region) -> torch.Tensor:
-        """A copy of the region, (1, C, h, w), on the CPU."""
+        """A copy of the region, (1, C, h, w) channels-last, on the CPU."""
         y0, y1, x0, x1 = region
-        t = torch.from_numpy(np.array(self._array[:, y0:y1, x0:x1]))
-        self._drop_pages()
-        return (t.view(self.dtype) if self.dtype in _BITS else t).unsqueeze(0)
+        t = torch.empty(y1 - y0, x1 - x0, self.shape[0], dtype=self.dtype)  # (h, w, C)
+        view = memoryview(t.view(torch.uint8).numpy()).cast("B")
+        at = 0
+        for offset, n in self._rows(region):
+            _full(os.preadv, self.fd, view[at : at + n], offset)
+            at += n
+        return t.permute(2, 0, 1).unsqueeze(0)
 
     def write(self, region: Region, t: torch.Tensor) -> None:
         """t: (1, C, h, w) on any device, any float dtype (converted to the buffer's)."""
-        y0, y1, x0, x1 = region
-        t = t[0].to("cpu", self.dtype)
-        if self.dtype in _BITS:
-            t = t.view(_BITS[self.dtype])
-        self._array[:, y0:y1, x0:x1] = t.numpy()
-        self._drop_pages()
+        hwc = t[0].permute(1, 2, 0).to("cpu", self.dtype)
+        if not hwc.is_contiguous():  # a crop of a channels-last tile is contiguous per row, not whole
+            hwc = hwc.contiguous()
+        view = memoryview(hwc.view(torch.uint8).numpy()).cast("B")
+        at = 0
+        for offset, n in self._rows(region):
+            _full(os.pwritev, self.fd, view[at : at + n], offset)
+            at += n
 
     def close(self) -> None:
-        """Unmap and delete the file."""
-        del self._array  # the mapping cannot close while a numpy view exports its buffer
-        self._map.close()
+        """Close and delete the file."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         self.path.unlink(missing_ok=True)
