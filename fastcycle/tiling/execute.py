@@ -19,6 +19,7 @@ image and one tile's working set (fastcycle.tiling.memory estimates it and picks
 
 from __future__ import annotations
 
+import ctypes
 import math
 import tempfile
 
@@ -169,12 +170,15 @@ class TiledGenerator:
                     plan = plan_tile(seg, hw, (h, w), tile, self.extra)
                     inputs = {name: _read(buffers[name], plan.need[name]) for name in seg.inputs}
                     outputs = self.backend.run(i, inputs, plan, norms)
+                    _trim()
                     for o in seg.outputs:
                         r, (y0, y1, x0, x1) = plan.need[o], plan.interior[o]
                         part = crop(outputs[o], (y0 - r[0], y1 - r[0], x0 - r[2], x1 - r[2]))
                         if o in seg.stats:
                             stats[o].add(part)
                         _write(buffers[o], plan.interior[o], part)
+                    del inputs, outputs, part
+                    _trim()
                 for name, j in last_read.items():  # free disk as soon as the last reader is done
                     if j == i and isinstance(buffers.get(name), ScratchBuffer):
                         buffers.pop(name).close()
@@ -183,6 +187,23 @@ class TiledGenerator:
                 if isinstance(b, ScratchBuffer):
                     b.close()
         return out
+
+
+def _load_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator keeps its own counsel
+        return lambda pad: 0
+
+
+_malloc_trim = _load_trim()
+
+
+def _trim() -> None:
+    """Hand the heap's free memory back to the system after each tile. Tile tensors (a few to tens of
+    MB) sit below glibc's adaptive mmap threshold, so they live on the heap, whose freed holes
+    otherwise stay resident: measured, 216 MiB peak instead of 114 at 2048 px, tiles of 480."""
+    _malloc_trim(0)
 
 
 def _read(buffer: ScratchBuffer | torch.Tensor, region) -> torch.Tensor:
