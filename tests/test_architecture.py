@@ -112,6 +112,7 @@ LAYERS = [
             "fastcycle.gallery",
             "fastcycle.plot",
             "fastcycle.noise",
+            "fastcycle.tiling",
         ],
     ),
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),
