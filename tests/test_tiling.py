@@ -157,6 +157,14 @@ class _FailingSegments(TorchSegments):
         return super().run(index, inputs, plan, norms)
 
 
+def test_a_missing_scratch_folder_is_one_line(tmp_path):
+    program = program_from_module(_net("resnet_6blocks"))
+    with pytest.raises(
+        UserError, match=r"^scratch folder .*nope is not a folder; create it or leave it out$"
+    ):
+        TiledGenerator(program, device=CPU, scratch_dir=str(tmp_path / "nope"))
+
+
 def test_scratch_files_are_removed_after_an_error(tmp_path):
     program = program_from_module(_net("resnet_6blocks"))
     tiled = TiledGenerator(

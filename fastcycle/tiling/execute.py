@@ -20,8 +20,10 @@ image and one tile's working set (fastcycle.tiling.memory estimates it and picks
 from __future__ import annotations
 
 import ctypes
+import errno
 import math
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -84,6 +86,8 @@ class TiledGenerator:
         self.program, self.segs = program, split_segments(program)
         self.device, self.amp_dtype = torch.device(device), amp_dtype
         self.memory_limit, self.scratch_dir = memory_limit, scratch_dir
+        if scratch_dir is not None and not Path(scratch_dir).is_dir():
+            raise UserError(f"scratch folder {scratch_dir} is not a folder; create it or leave it out")
         m = program.size_multiple
         if tile is not None and (tile <= 0 or tile % m):
             raise UserError(f"--tile {tile} must be a positive multiple of {m} for this generator")
@@ -140,7 +144,15 @@ class TiledGenerator:
         side = self.tile_side(h, w)
         with tempfile.TemporaryDirectory(prefix="fastcycle-tiles-", dir=self.scratch_dir) as folder:
             self.note = self._note(side, len(grid(h, w, side)), folder)
-            outs = [self._run(x[i : i + 1].float().cpu(), side, folder) for i in range(n)]
+            try:
+                outs = [self._run(x[i : i + 1].float().cpu(), side, folder) for i in range(n)]
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                raise UserError(
+                    f"the scratch folder {Path(folder).parent} ran out of space for a {h}x{w} image's "
+                    "activations; free space there or point the scratch folder elsewhere"
+                ) from e
             return outs[0] if n == 1 else torch.cat(outs)  # one image: no copy of the result
 
     def _run(
