@@ -179,7 +179,8 @@ def _child(cfg: dict) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.tiled_translate", "--child", json.dumps(cfg)],
         cwd=ROOT,
-        env=session_env() | ALLOCATOR,  # a reproducible peak (the reason: benchmarks/tiled_translate.py)
+        # whole image: a reproducible peak; tiled: glibc's allocator (why: benchmarks/tiled_translate.py)
+        env=session_env() | (ALLOCATOR if cfg["mode"] == "whole" else {}),
         capture_output=True,
         text=True,
         timeout=300,
