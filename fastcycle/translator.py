@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from fastcycle.errors import UserError
 from fastcycle.runner import Runner, run_padded
+from fastcycle.tiling.memory import format_bytes
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -74,10 +75,6 @@ def default_memory_limit(device: torch.device) -> int:
         import os
 
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
-
-def gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
 
 
 class Translator:
@@ -254,29 +251,31 @@ class Translator:
         """Whole when the batch's pass fits the limit, in smaller batches when one image does, else
         tiled one image at a time; each decision said once, with its reason."""
         n, _, h, w = x.shape
-        m, limit = self.runner.size_multiple, gib(self.memory_limit)
+        m, limit = self.runner.size_multiple, format_bytes(self.memory_limit)
         if self.options.tile is not None:
             return self._tiles(x, f"{w}x{h}: tiled (--tile {self.options.tile})")
         if self.program is None:  # an exported file without a layer program: nothing to estimate with
             return self._whole(x)
         hp, wp = h + -h % m, w + -w % m
         need, per = self._whole_bytes(n, hp, wp), self._whole_bytes(1, hp, wp)
+        need_s = format_bytes(need)
         if need <= self.memory_limit:
-            self._once(
-                f"images run whole while a pass fits --memory-limit {limit} ({w}x{h} x{n}: ~{gib(need)})"
-            )
+            self._once(f"images run whole while a pass fits --memory-limit {limit} ({w}x{h} x{n}: ~{need_s})")
             return self._whole(x)
         if per <= self.memory_limit:
             k = max(1, int(self.memory_limit // per))
-            self._once(f"{w}x{h}: {k} per pass (~{gib(per)} each, --memory-limit {limit})")
+            self._once(f"{w}x{h}: {k} per pass (~{format_bytes(per)} each, --memory-limit {limit})")
             return torch.cat([self._whole(x[i : i + k]) for i in range(0, n, k)])
-        return self._tiles(x, f"{w}x{h}: tiled (a whole pass needs ~{gib(per)} > --memory-limit {limit})")
+        return self._tiles(
+            x, f"{w}x{h}: tiled (a whole pass needs ~{format_bytes(per)} > --memory-limit {limit})"
+        )
 
     def _tiles(self, x: torch.Tensor, why: str) -> torch.Tensor:
         n, _, h, w = x.shape
         if self.program is None:
             raise UserError(
-                f"a {w}x{h} image does not fit --memory-limit {gib(self.memory_limit)} in one pass, and "
+                f"a {w}x{h} image does not fit --memory-limit {format_bytes(self.memory_limit)} in one pass, "
+                "and "
                 f"{self.runner.name} files hold no layer program to tile; translate from the run folder "
                 "or an .onnx export, or raise --memory-limit"
             )

@@ -119,19 +119,21 @@ def test_resize_options():
 
 
 def test_a_small_memory_limit_tiles_and_gives_the_whole_image_result(weights):
-    from fastcycle.tiling import program_from_module, whole_image_bytes
+    from fastcycle.tiling import program_from_module, tiled_bytes, whole_image_bytes
 
-    image = _photo(64, 96)
+    image = _photo(512, 768)  # large enough that tiles need less than the whole pass (fixed costs)
     whole = fastcycle.load_translator(weights, device="cpu", say=lambda line: None)(image)
-    need = whole_image_bytes(program_from_module(_generator()), 1, 64, 96, torch.float32)
+    program = program_from_module(_generator())
+    need = whole_image_bytes(program, 1, 512, 768, torch.float32)
+    limit = (need + tiled_bytes(program, 512, 768, 64, torch.float32)) // 2
+    assert limit < need
     lines: list[str] = []
-    tiled = fastcycle.load_translator(weights, device="cpu", memory_limit=need // 3, say=lines.append)
-    out = tiled(image)
+    out = fastcycle.load_translator(weights, device="cpu", memory_limit=limit, say=lines.append)(image)
     assert any("tiled (a whole pass needs" in line for line in lines), lines
     assert np.abs(out.astype(int) - whole).max() <= PIXEL_TOL
-    # Two images whose pass together does not fit, but each one's does: run one per pass.
+    # Two images whose pass together does not fit, but each one's does: one per pass.
     split = fastcycle.load_translator(weights, device="cpu", memory_limit=int(need * 1.5), say=lines.append)
-    assert all(np.array_equal(a, whole) for a in split([image, image]))
+    assert all(np.array_equal(a, whole) for a in split.translate_arrays([image, image]))
     assert any("1 per pass" in line for line in lines), lines
 
 
@@ -149,6 +151,7 @@ def test_translate_command_on_one_image_a_16_bit_png_and_a_folder_with_a_video(w
     src = tmp_path / "in"
     write_image(_photo(40, 56), src / "a.png")
     write_image(_photo(32, 32, bits=16), src / "deep" / "b16.png")
+    (src / "clips").mkdir()
     make_clip(src / "clips" / "c.mp4", n=6, size=(48, 32))
     code = main(
         [
