@@ -20,6 +20,7 @@ from fastcycle.tiling import (
     tiled_bytes,
     whole_image_bytes,
 )
+from fastcycle.tiling.memory import HEADROOM
 from tests.conftest import DEVICE, session_env
 from tests.tolerance import assert_close_in_net, network_atol
 
@@ -143,8 +144,9 @@ def test_tile_for_limit_is_the_largest_that_fits():
     program = program_from_module(_net("resnet_6blocks"))
     limit = 20 * 2**20  # the 3 MiB output image, memory.FIXED and a few tiles
     side = tile_for_limit(program, 512, 512, limit, torch.float32)
-    assert side % 4 == 0 and tiled_bytes(program, 512, 512, side, torch.float32) <= 0.9 * limit
-    assert tiled_bytes(program, 512, 512, side + 4, torch.float32) > 0.9 * limit  # 0.9: memory.HEADROOM
+    share = HEADROOM * limit
+    assert side % 4 == 0 and tiled_bytes(program, 512, 512, side, torch.float32) <= share
+    assert tiled_bytes(program, 512, 512, side + 4, torch.float32) > share
 
 
 class _FailingSegments(TorchSegments):
