@@ -3,8 +3,9 @@
 Both estimates walk the program and keep the buffers that are alive at each op, as the code that runs
 it allocates them:
   whole image: torch eager on the modules (fastcycle.runner.TorchRunner): ReLU and LeakyReLU are in
-    place; every other op writes a new tensor, an instance norm also a centred copy of its input (the
-    CPU path; on a GPU this overestimates by one activation); a buffer dies after its last reader; plus
+    place; every other op writes a new tensor, an instance norm on a plane of 512x512 or more also a
+    centred copy of its input (the CPU path; on a GPU this overestimates by one activation); a buffer
+    dies after its last reader; plus
     the weights and the runner's copy of the input (the layout or device copy).
   tiles: the weights, the output image (the result, held in memory) and, over the segments and the
     tile shapes that differ (first, second, next-to-last and last of each axis), the largest working set
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from fastcycle.models.norms import CENTRE_FROM
 from fastcycle.tiling.geometry import plan_tile, representative, sizes
 from fastcycle.tiling.program import Program, channels, segments
 
@@ -67,9 +69,10 @@ def whole_image_bytes(program: Program, n: int, h: int, w: int, dtype: torch.dty
     for i, op in enumerate(program.ops):
         if storage[op.output] == op.output:
             live[op.output] = nbytes(op.output)
-            # An instance norm on a channels-last CPU input centres a copy first (fastcycle.models.norms:
-            # float32 sums would cancel): one more activation alive while it runs.
-            centred = nbytes(op.inputs[0]) if op.kind == "inorm" else 0
+            # An instance norm on a large channels-last CPU plane centres a copy first
+            # (fastcycle.models.norms: float32 sums would cancel): one more activation while it runs.
+            large = hw[op.inputs[0]][0] * hw[op.inputs[0]][1] >= CENTRE_FROM
+            centred = nbytes(op.inputs[0]) if op.kind == "inorm" and large else 0
             peak = max(peak, sum(live.values()) + centred)
         for s in [s for s in live if last.get(s, -1) <= i and s != storage[program.output]]:
             del live[s]
