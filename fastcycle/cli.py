@@ -12,61 +12,14 @@ import sys
 from typing import Any
 
 from fastcycle.choices import DIRECTIONS, GENERATORS, NORMS
+from fastcycle.cli_flags import Group, Parser, config_flag, device_flags
 from fastcycle.config import IMAGE_CHANNELS, ModelConfig, TrainConfig, apply_overrides, field_index, flag
 from fastcycle.errors import UserError
 from fastcycle.export.backends import BACKENDS
 from fastcycle.presets import MODEL_PRESETS, PRESETS, STUDENT_INHERITS
 
 
-class _Parser(argparse.ArgumentParser):
-    """A parser whose errors are one line, and which keeps what it declares: `commands`, each subcommand's
-    parser by name, and `actions`, every flag declared on it (argparse lists neither publicly)."""
-
-    def __init__(self, *args: Any, **kw: Any):
-        self.commands: dict[str, _Parser] = {}
-        self.actions: list[argparse.Action] = []  # before super().__init__, which declares --help
-        super().__init__(*args, **kw)
-
-    def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
-        self.actions.append(action := super().add_argument(*args, **kw))
-        return action
-
-    def error(self, message: str):  # one line instead of usage + message
-        raise UserError(f"{message} (see `{self.prog} --help`)")
-
-
-class _Group:
-    """An argument group of `parser` (a heading in its --help) whose flags go to `parser.actions` too."""
-
-    def __init__(self, parser: _Parser, title: str):
-        self.parser, self.group = parser, parser.add_argument_group(title)
-
-    def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
-        self.parser.actions.append(action := self.group.add_argument(*args, **kw))
-        return action
-
-
-class _SwitchOrMode(argparse.Action):
-    """`--flag` (True), `--flag MODE` (one of `modes`) or `--no-flag` (False): a switch with modes."""
-
-    def __init__(self, option_strings, dest, modes=(), **kw):
-        self.modes = tuple(modes)
-        negated = [s.replace("--", "--no-", 1) for s in option_strings]
-        super().__init__([*option_strings, *negated], dest, nargs="?", metavar="|".join(modes), **kw)
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        if option_string.startswith("--no-"):
-            if value is not None:
-                parser.error(f"{option_string} takes no value (got {value!r})")
-            value = False
-        elif value is None:
-            value = True
-        elif value not in self.modes:
-            parser.error(f"{option_string} takes no value or one of: {', '.join(self.modes)} (got {value!r})")
-        setattr(namespace, self.dest, value)
-
-
-def _train_parser(sub: Any, name: str) -> _Parser:
+def _train_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(
         name,
         help="train a CycleGAN, pix2pix or DCGAN (no --data: the built-in CycleGAN demo)",
@@ -79,40 +32,13 @@ def _train_parser(sub: Any, name: str) -> _Parser:
         help="starting configuration (default: --model's own, i.e. pix2pix or dcgan; for CycleGAN demo "
         "without --data, cyclegan with it)",
     )
-    groups: dict[str, _Group] = {}
+    groups: dict[str, Group] = {}
     for name, (section, f) in field_index().items():
         if section != "distill":  # `fastcycle distill`'s
             if section not in groups:  # one heading per config section, in field order
-                groups[section] = _Group(p, section)
-            _config_flag(groups[section], name, f)
+                groups[section] = Group(p, section)
+            config_flag(groups[section], name, f)
     return p
-
-
-def _config_flag(g: _Group, name: str, f: dataclasses.Field, default: str | None = None) -> None:
-    """The flag of config field `name` (default SUPPRESS: only what the user gives overrides)."""
-    help = f"{f.metadata['help']} (default: {f.default if default is None else default})"
-    kw = dict(default=argparse.SUPPRESS, help=help)
-    if f.type == "bool":
-        action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
-        g.add_argument(flag(name), action=action, **kw)
-    elif f.type == "bool | str":
-        g.add_argument(flag(name), action=_SwitchOrMode, modes=f.metadata["modes"], **kw)
-    else:
-        typ = {"int": int, "float": float}.get(str(f.type), str)
-        g.add_argument(flag(name), type=typ, choices=f.metadata.get("choices"), metavar=name.upper(), **kw)
-
-
-def _device_flags(p: _Parser, kernels: bool, device_use: str = "") -> None:
-    """--device, and with `kernels` --kernels, of a command that runs a trained generator: training's
-    default, choices and help (RuntimeConfig's), so each flag means the same in every command.
-    device_use: what the device is for besides running the generator."""
-    index = field_index()
-    d, k = index["device"][1], index["kernels"][1]
-    p.add_argument(
-        "--device", default=d.default, help=d.metadata["help"] + (f" ({device_use})" if device_use else "")
-    )
-    if kernels:
-        p.add_argument("--kernels", default=k.default, choices=k.metadata["choices"], help=k.metadata["help"])
 
 
 # `fastcycle distill`'s config flags by heading; the rest of a student's config comes from its teacher.
@@ -132,7 +58,7 @@ _FROM_TEACHER = {  # the flags whose default the student takes from its teacher
 }
 
 
-def _distill_parser(sub: Any, name: str) -> _Parser:
+def _distill_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(
         name,
         help="train a smaller student generator to reproduce a trained one (GAN Compression's distillation)",
@@ -151,13 +77,13 @@ def _distill_parser(sub: Any, name: str) -> _Parser:
     p.add_argument("--report-size", type=int, default=256, help="image side at which the report times both")
     index = field_index()
     for title, names in DISTILL_FLAGS.items():
-        g = _Group(p, title)
+        g = Group(p, title)
         for name in names:
-            _config_flag(g, name, index[name][1], _FROM_TEACHER.get(name))
+            config_flag(g, name, index[name][1], _FROM_TEACHER.get(name))
     return p
 
 
-def _translate_parser(sub: Any, name: str) -> _Parser:
+def _translate_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(
         name, help="translate images (any size, 8 or 16 bits) and videos with a trained generator"
     )
@@ -186,7 +112,7 @@ def _translate_parser(sub: Any, name: str) -> _Parser:
     )
     p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
-    _device_flags(p, kernels=True)
+    device_flags(p, kernels=True)
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
     p.add_argument(
@@ -195,7 +121,7 @@ def _translate_parser(sub: Any, name: str) -> _Parser:
         help="also write <output>/index.html: input | output (| reconstruction for CycleGAN) thumbnails",
     )
     _size_flags(p)
-    video = _Group(p, "video")
+    video = Group(p, "video")
     video.add_argument(
         "--frames-dir", help="also write each translated video frame as a PNG under this folder"
     )
@@ -209,8 +135,8 @@ def _translate_parser(sub: Any, name: str) -> _Parser:
     return p
 
 
-def _size_flags(p: _Parser) -> None:
-    g = _Group(p, "image size, memory and bit depth")
+def _size_flags(p: Parser) -> None:
+    g = Group(p, "image size, memory and bit depth")
     g.add_argument(
         "--memory-limit",
         metavar="SIZE",
@@ -246,8 +172,8 @@ def _size_flags(p: _Parser) -> None:
     )
 
 
-def _reference_architecture(p: _Parser) -> None:
-    ref = _Group(p, "architecture of a reference .pth (fastcycle checkpoints carry their own)")
+def _reference_architecture(p: Parser) -> None:
+    ref = Group(p, "architecture of a reference .pth (fastcycle checkpoints carry their own)")
     default = ModelConfig()  # the paper's architecture, as for training
     ref.add_argument("--netG", default=default.netG, choices=GENERATORS)
     ref.add_argument("--ngf", type=int, default=default.ngf)
@@ -262,7 +188,7 @@ def _reference_architecture(p: _Parser) -> None:
     )
 
 
-def _export_parser(sub: Any, name: str) -> _Parser:
+def _export_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(
         name,
         help="export a trained generator to ONNX, a TensorRT engine or an AOTInductor package",
@@ -296,20 +222,20 @@ def _export_parser(sub: Any, name: str) -> _Parser:
     p.add_argument(
         "--safetensors", metavar="OUT", help="write the generator's weights as safetensors (no pickle)"
     )
-    _device_flags(p, kernels=False, device_use="AOTI target and parity checks")
+    device_flags(p, kernels=False, device_use="AOTI target and parity checks")
     p.add_argument("--images", help="real images for the parity check (default: the run's testA or trainA)")
     _reference_architecture(p)
     return p
 
 
-def _plot_parser(sub: Any, name: str) -> _Parser:
+def _plot_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(name, help="draw a run's loss curves to a PNG")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output folder (with metrics.jsonl)")
     p.add_argument("--out", help="PNG to write (default: RUN_DIR/loss_curves.png)")
     return p
 
 
-def _sample_parser(sub: Any, name: str) -> _Parser:
+def _sample_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(
         name,
         help="DCGAN: image grids from noise, saved noise files and latent arithmetic",
@@ -329,19 +255,19 @@ def _sample_parser(sub: Any, name: str) -> _Parser:
     p.add_argument("--arith", help='latent arithmetic on concept files, e.g. "mask_man - man + woman"')
     p.add_argument("--noise-dir", default=".", help="where --arith finds NAME.npy")
     p.add_argument("--n-variants", type=int, default=7, help="--arith: jittered copies of the result")
-    _device_flags(p, kernels=False)
+    device_flags(p, kernels=False)
     return p
 
 
-def build_parser() -> _Parser:
+def build_parser() -> Parser:
     """The `fastcycle` parser; `.commands[name]` is a subcommand's parser, whose `.actions` are its flags."""
-    parser = _Parser(prog="fastcycle", description="Fast CycleGAN training and inference.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="fastcycle", description="Fast CycleGAN training and inference.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     parser.commands = {name: add_flags(sub, name) for name, (add_flags, _) in COMMANDS.items()}
     return parser
 
 
-def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
+def _parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         option = next((u for u in unknown if u.startswith("-")), unknown[0])
