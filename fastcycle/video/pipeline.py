@@ -102,6 +102,78 @@ def translate_video(
     return VideoReport(enc.frames, seconds, enc.frames / seconds, bool(enc.audio), enc.size, "; ".join(notes))
 
 
+class _Stages:
+    """The stages of one video and what joins them: frames (and audio packets) decoded ahead in one
+    bounded queue, translated batches behind in another, and a stop flag that a failing stage sets so
+    that the others stop waiting on it."""
+
+    def __init__(self, src, info, decoder, batch_size, device, encoder: VideoEncoder):
+        self.src, self.info, self.decoder, self.device = src, info, decoder, device
+        self.batch_size, self.encoder = batch_size, encoder
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)  # frames (and audio packets) ahead
+        self.batches: queue.Queue = queue.Queue(maxsize=2)  # translated batches behind
+
+    def guarded(self, work: Callable[[], None], out: queue.Queue | None) -> None:
+        """A thread's body: `work`, then the end marker into `out`; an error is kept and stops the rest."""
+        try:
+            work()
+            if out is not None:
+                _put(out, _END, self.stop)
+        except BaseException as e:
+            self.errors.append(e)
+            self.stop.set()
+
+    def decode(self) -> None:
+        for item in _interleaved(self.src, self.info, self.decoder, self.batch_size, self.device):
+            if not _put(self.decoded, item, self.stop):
+                return
+
+    def encode(self) -> None:
+        while (item := _get(self.batches, self.stop)) is not _END and item is not None:
+            frames, pts, audio = item
+            self.encoder.write(frames, pts)
+            for index, packet in audio:
+                self.encoder.audio_packet(index, packet)
+        if item is _END:
+            self.encoder.finish()
+
+    def model(self, translate: Translate, bar: tqdm) -> None:
+        """The calling thread's stage: same-size frames gathered into batches (one generator call each),
+        translated, and queued for the encoder with the audio packets that came between them."""
+        frames: list[np.ndarray] = []
+        pts: list[int] = []
+        audio: list[tuple[int, av.Packet]] = []  # (input stream index, packet)
+
+        def flush() -> bool:
+            """Translate the frames gathered so far and queue them; False once stopped."""
+            if not frames and not audio:
+                return True
+            out = translate(list(frames)) if frames else []
+            if len(out) != len(frames):
+                raise ValueError(f"translate returned {len(out)} frames for {len(frames)}")
+            sent = _put(self.batches, (out, list(pts), list(audio)), self.stop)
+            bar.update(len(frames))
+            frames.clear(), pts.clear(), audio.clear()
+            return sent
+
+        while (item := _get(self.decoded, self.stop)) is not None:  # None: a stage failed
+            if item is _END:
+                if flush():
+                    _put(self.batches, _END, self.stop)
+                return
+            image, value = item
+            if image is None:
+                audio.append(value)
+                continue
+            full = len(frames) == self.batch_size or (frames and image.shape != frames[0].shape)
+            if full and not flush():
+                return
+            frames.append(image)
+            pts.append(value)
+
+
 def _run(
     src: Path,
     tmp: Path,
@@ -115,39 +187,14 @@ def _run(
     device: torch.device | None,
     progress: bool,
 ) -> VideoEncoder:
-    stop = threading.Event()  # set by whichever stage fails, so the others stop waiting on it
-    errors: list[BaseException] = []
-    decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)  # frames (and audio packets) ahead
-    batches: queue.Queue = queue.Queue(maxsize=2)  # translated batches behind
     encoder = VideoEncoder(tmp, suffix, muxer, src, info, png_dir)
-
-    def guarded(work: Callable[[], None], out: queue.Queue | None) -> None:
-        try:
-            work()
-            if out is not None:
-                _put(out, _END, stop)
-        except BaseException as e:
-            errors.append(e)
-            stop.set()
-
-    def decode() -> None:
-        for item in _interleaved(src, info, decoder, batch_size, device):
-            if not _put(decoded, item, stop):
-                return
-
-    def encode() -> None:
-        while (item := _get(batches, stop)) is not _END and item is not None:
-            frames, pts, audio = item
-            encoder.write(frames, pts)
-            for index, packet in audio:
-                encoder.audio_packet(index, packet)
-        if item is _END:
-            encoder.finish()
-
+    stages = _Stages(src, info, decoder, batch_size, device, encoder)
     threads = [
-        threading.Thread(target=guarded, args=(decode, decoded), name="video-decode", daemon=True),
-        threading.Thread(target=guarded, args=(encode, None), name="video-encode", daemon=True),
+        threading.Thread(target=stages.guarded, args=(stages.decode, stages.decoded), name="video-decode"),
+        threading.Thread(target=stages.guarded, args=(stages.encode, None), name="video-encode"),
     ]
+    for t in threads:
+        t.daemon = True
     bar = tqdm(
         total=info.frames or None,
         unit="frame",
@@ -158,42 +205,13 @@ def _run(
     )
     for t in threads:
         t.start()
-    frames: list[np.ndarray] = []
-    pts: list[int] = []
-    audio: list[tuple[int, av.Packet]] = []  # (input stream index, packet)
-
-    def flush() -> bool:
-        """Translate the frames gathered so far and queue them for the encoder; False once stopped."""
-        if not frames and not audio:
-            return True
-        out = translate(list(frames)) if frames else []
-        if len(out) != len(frames):
-            raise ValueError(f"translate returned {len(out)} frames for {len(frames)}")
-        sent = _put(batches, (out, list(pts), list(audio)), stop)
-        bar.update(len(frames))
-        frames.clear(), pts.clear(), audio.clear()
-        return sent
-
     finished = False
     try:
-        while (item := _get(decoded, stop)) is not None:  # None: a stage failed
-            if item is _END:
-                if flush():
-                    _put(batches, _END, stop)
-                break
-            image, value = item
-            if image is None:
-                audio.append(value)
-                continue
-            # A batch is one generator call on same-size frames.
-            if frames and (len(frames) == batch_size or image.shape != frames[0].shape) and not flush():
-                break
-            frames.append(image)
-            pts.append(value)
+        stages.model(translate, bar)
         threads[1].join()
-        finished = not errors
+        finished = not stages.errors
     finally:
-        stop.set()  # a stage still running (after a failure here) stops at its next queue operation
+        stages.stop.set()  # a stage still running (after a failure here) stops at its next queue operation
         for t in threads:
             t.join()
         bar.close()
@@ -201,8 +219,8 @@ def _run(
             encoder.close()
         else:
             encoder.abandon()
-    if errors:
-        raise errors[0]
+    if stages.errors:
+        raise stages.errors[0]
     return encoder
 
 
