@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastcycle.data.transforms import to_model_range, to_pixels, to_uint8
 from fastcycle.errors import UserError
 from fastcycle.runner import Runner, run_padded
 from fastcycle.tiling.memory import format_bytes
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from fastcycle.tiling import Program, SegmentBackend
 
-_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+_BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}  # the array dtypes taken, and their depth
 # Precisions whose significand cannot carry 16-bit pixels (bf16: 8 bits, fp16: 11 bits).
 _REDUCED = ("bf16", "fp16")
 
@@ -156,10 +157,9 @@ class Translator:
             raise ValueError(f"a tensor image is (C, H, W) or (N, C, H, W), not {tuple(x.shape)}")
         xb = (x if batched else x[None]).detach().to(self.runner.device)
         pixels = xb.dtype == torch.uint8
-        xb = xb.float().div(127.5).sub(1.0) if pixels else xb.float()
+        xb = to_model_range(xb) if pixels else xb.float()
         y = self.translate_batch(xb, bits=8 if pixels else 16)
-        y = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) if pixels else y
-        y = y.to(x.device)
+        y = (to_uint8(y) if pixels else y).to(x.device)
         return y if batched else y[0]
 
     # --- the pipelines' entry: decoded arrays ----------------------------------------------------------
@@ -180,22 +180,19 @@ class Translator:
         first = images[0]
         if first.ndim == 2:
             images = [a[..., None] for a in images]
-        if first.dtype not in _MAX or images[0].ndim != 3:
+        if first.dtype not in _BITS or images[0].ndim != 3:
             raise ValueError(
                 f"an image array is (H, W, C) or (H, W) of uint8 or uint16, not {first.shape} {first.dtype}"
             )
-        in_bits = 16 if first.dtype == np.uint16 else 8
+        in_bits = _BITS[first.dtype]
         out_bits = self.options.output_bits or in_bits
         x = torch.from_numpy(np.stack([self._channels(a) for a in images]))  # (N, H, W, C)
         if x.dtype != torch.uint8:
             x = x.to(torch.int32)  # torch's uint16 has almost no ops
         # Pixels travel to the device as integers and become floats there: 4x fewer bytes to copy (8-bit).
         x = x.to(self.runner.device, non_blocking=True).permute(0, 3, 1, 2)
-        x = x.float().div_(_MAX[first.dtype] / 2).sub_(1.0)  # (N, C, H, W) in [-1, 1]
-        y = self.translate_batch(x, bits=out_bits)
-        top = 65535.0 if out_bits == 16 else 255.0
-        pixels = ((y.clamp(-1, 1) + 1) * (top / 2)).round_()
-        pixels = pixels.to(torch.uint8 if out_bits == 8 else torch.int32).permute(0, 2, 3, 1).cpu().numpy()
+        y = self.translate_batch(to_model_range(x, in_bits), bits=out_bits)  # (N, C, H, W) in [-1, 1]
+        pixels = to_pixels(y, out_bits).permute(0, 2, 3, 1).cpu().numpy()
         return list(pixels.astype(np.uint16, copy=False) if out_bits == 16 else pixels)
 
     def _channels(self, a: np.ndarray) -> np.ndarray:

@@ -91,14 +91,22 @@ def preprocess(
     return crop_flip(arr, crop_size if policy in CROPPING else None, u, flip)
 
 
-def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], the generators' input and output range."""
-    return x.float().div_(127.5).sub_(1.0)
+def to_model_range(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Pixels [0, 2**bits - 1] (uint8 [0, 255] by default) -> float [-1, 1], the generators' input and
+    output range."""
+    return x.float().div_((2**bits - 1) / 2).sub_(1.0)
+
+
+def to_pixels(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """float [-1, 1] -> pixels [0, 2**bits - 1], rounding to nearest: uint8 for 8 bits, int32 for 16
+    (torch's uint16 has almost no ops; the caller's NumPy array takes them as uint16)."""
+    y = ((x.float().clamp(-1, 1) + 1.0) * ((2**bits - 1) / 2)).round_()
+    return y.to(torch.uint8 if bits == 8 else torch.int32)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255], rounding to nearest."""
-    return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
+    return to_pixels(x, 8)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
