@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fastcycle.data.folders import list_images, read_image, write_image
+from fastcycle.data.folders import IMG_EXTENSIONS, list_images, read_image, write_image
 from fastcycle.errors import UserError
 from fastcycle.runner import Runner
 from fastcycle.translator import Translator
@@ -76,15 +76,7 @@ def translate_path(
     src, dst = Path(input), Path(output)
     translator = _as_translator(model)
     if src.is_dir():
-        report = translate_folder(translator, src, dst, batch_size, workers, html, reverse)
-        for video in _videos(src):
-            # Frames of sub/clip.mp4 go to <frames_dir>/sub/clip/: videos of one name in two folders apart.
-            frames = None if frames_dir is None else Path(frames_dir) / video.relative_to(src).parent
-            report.frames += _video(
-                translator, video, output_path(video, src, dst), batch_size, frames, loader
-            )
-            report.written += 1
-        return report
+        return translate_folder(translator, src, dst, batch_size, workers, html, reverse, frames_dir, loader)
     if not src.is_file():
         raise UserError(f"--input {src} does not exist; pass an image or video file or a folder of them")
     t0 = time.perf_counter()
@@ -94,12 +86,7 @@ def translate_path(
     return _one_image(translator, src, dst, t0)
 
 
-def _videos(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-
-
 def _video(translator: Translator, src: Path, dst: Path, batch_size: int, frames_dir, loader: str) -> int:
-    frames_dir = None if frames_dir is None else Path(frames_dir)
     report = translate_video(
         src,
         dst,
@@ -141,8 +128,11 @@ def translate_folder(
     workers: int = 4,
     html: bool = False,
     reverse: Translator | Runner | None = None,
+    frames_dir: str | Path | None = None,
+    loader: str = "pyav",
 ) -> TranslateReport:
-    """Translate every image under input_dir with `model` (a Translator, or a bare Runner run whole).
+    """Translate every image under input_dir with `model` (a Translator, or a bare Runner run whole),
+    then every video (fastcycle.video: frames_dir, loader).
 
     html: also write <output>/index.html, the reference's results page: input | output thumbnails,
     plus the reconstruction when `reverse` (the other CycleGAN generator) is given, whose images
@@ -150,7 +140,7 @@ def translate_folder(
     translator = _as_translator(model)
     back = None if reverse is None else _as_translator(reverse)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    files = _input_files(input_dir, output_dir, batch_size)
+    files, videos = _input_files(input_dir, output_dir, batch_size)
     skipped: list[str] = []
     converted: Counter = Counter()
     written = 0
@@ -192,12 +182,20 @@ def translate_folder(
         bar.close()
     if gallery is not None:
         gallery.close()
-    return TranslateReport(written, skipped, time.perf_counter() - t0, converted=converted)
+    frames = 0
+    for video in videos:
+        # Frames of sub/clip.mp4 go to <frames_dir>/sub/clip/: videos of one name in two folders apart.
+        into = None if frames_dir is None else Path(frames_dir) / video.relative_to(input_dir).parent
+        frames += _video(
+            translator, video, output_path(video, input_dir, output_dir), batch_size, into, loader
+        )
+    return TranslateReport(written + len(videos), skipped, time.perf_counter() - t0, frames, converted)
 
 
-def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Path]:
-    """The images to translate, sorted; UserError for a missing or empty input folder, an output folder
-    inside it, a batch size below 1, or two inputs that would be written to the same output file."""
+def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> tuple[list[Path], list[Path]]:
+    """The images and the videos to translate, each sorted, from one walk of the folder; UserError for a
+    missing or empty input folder, an output folder inside it, a batch size below 1, or two inputs that
+    would be written to the same output file."""
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist")
     if batch_size <= 0:
@@ -207,8 +205,8 @@ def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Pat
         raise UserError(
             f"output folder {output_dir} is inside the input folder; choose one outside {input_dir}"
         )
-    files = list_images(input_dir)
-    if not files and not _videos(input_dir):
+    files = list_images(input_dir, extensions=IMG_EXTENSIONS + VIDEO_EXTENSIONS)
+    if not files:
         raise UserError(f"{input_dir} holds no images or videos")
     outputs: dict[Path, Path] = {}
     for f in files:
@@ -216,7 +214,7 @@ def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Pat
         clash = outputs.setdefault(out, f)
         if clash != f:
             raise UserError(f"{clash} and {f} would both be written as {out}; rename one")
-    return files
+    return [f for f in files if not is_video(f)], [f for f in files if is_video(f)]
 
 
 def _batches(

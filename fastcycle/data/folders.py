@@ -43,10 +43,13 @@ _PIL_CONVERSIONS = {
 GRAY_TO_RGB, RGB_TO_GRAY, TO_8_BITS = "grayscale to RGB", "RGB to grayscale", "16 to 8 bits"
 
 
-def list_images(folder: str | os.PathLike, max_size: int = 0) -> list[Path]:
-    """All image files under `folder` (recursively), sorted so that runs are reproducible."""
+def list_images(
+    folder: str | os.PathLike, max_size: int = 0, extensions: tuple[str, ...] = IMG_EXTENSIONS
+) -> list[Path]:
+    """All image files (or files of other `extensions`) under `folder`, recursively, sorted so that runs
+    are reproducible."""
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
     return files[:max_size] if max_size else files
 
 
