@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     ratio = [cost["teacher"][i] / cost["student"][i] for i in (0, 1)]
     print(f"{'teacher/student':37} {ratio[0]:>10.1f}x {ratio[1]:>13.1f}x")
     threads = torch.get_num_threads() if device.type == "cpu" and args.backend == "torch" else None
-    note = nets["teacher"].note  # "torch eager on cpu, fp32, channels-last"; "onnxruntime CPU..., ..."
+    # "torch eager on cpu, fp32, channels-last, torch kernels"; "onnxruntime CPU..., ..."
+    note = nets["teacher"].note
     backend = note if args.backend == "torch" else f"{note.split(',')[0]} fp32 on {device}"
     print(
         f"images/s, {backend}"

@@ -89,12 +89,10 @@ def run_translate(
     for note, count in sorted(report.converted.items()):
         warn(f"converted {count} image{'s' * (count != 1)}: {note}")
     rate = report.written / max(report.seconds, 1e-9)
-    runner = translator.runner
-    extra = f", {translator.kernels} kernels" if runner.name == "torch" else ""
     frames = f", {report.frames} video frames" if report.frames else ""
     say(
         f"translated {report.written} {'file' if report.frames else 'image'}{'s' * (report.written != 1)} "
-        f"to {req.output} ({rate:.1f}/s{frames}, {runner.note}{extra}); skipped {len(report.skipped)}"
+        f"to {req.output} ({rate:.1f}/s{frames}, {translator.note}); skipped {len(report.skipped)}"
     )
     return report
 

@@ -61,9 +61,7 @@ def load_translator(
     runner, program, segments = _open(
         source, direction, backend, device, precision.dtype, kernels, dict(architecture or {}), max_batch, say
     )
-    translator = Translator(runner, opts, program=program, segments=segments, say=say)
-    translator.kernels = kernels  # what the torch backend's generator was built with, for the log
-    return translator
+    return Translator(runner, opts, program=program, segments=segments, say=say)
 
 
 def _open(source, direction, backend, device, amp_dtype, kernels, arch, max_batch, say) -> tuple:
@@ -78,17 +76,16 @@ def _open(source, direction, backend, device, amp_dtype, kernels, arch, max_batc
         runner = open_runner("torch", source, device, amp_dtype, kw)
         return runner, program_from_module(runner.net), None
     backend = resolve_backend(backend, source)
-    generator = None  # the checkpoint's generator, whose program tiles for a backend without one
+    exported = needs_export(backend, source)  # a run or checkpoint for a backend that runs exports
     model: Any = source
-    if needs_export(backend, source):
+    if exported:
         extra = {"say": say} if say is not None else {}
         model = cached_export(source, backend, direction, device, arch, max(32, max_batch), **extra)
-        generator = read_generator_file(source, direction, arch).generator(direction)
     elif backend == "torch":
         if Path(source).suffix.lower() in (".onnx", ".plan", ".engine", ".pt2"):
             raise UserError(f"{source} is an exported file; open it with backend='auto' or its own backend")
         model = read_generator_file(source, direction, arch)
-    runner = open_runner(backend if backend != "torch" else "torch", model, device, amp_dtype, kw)
+    runner = open_runner(backend, model, device, amp_dtype, kw)
     if runner.name == "torch":
         return runner, program_from_module(runner.net), None
     if runner.name == "onnxruntime":
@@ -97,4 +94,8 @@ def _open(source, direction, backend, device, amp_dtype, kernels, arch, max_batc
         from fastcycle.export.tiled_ort import OrtSegments, program_from_onnx
 
         return runner, program_from_onnx(model), OrtSegments(runner.session.get_providers())
-    return runner, (None if generator is None else program_from_module(generator)), None
+    if not exported:
+        return runner, None, None  # a bare .pt2 or .plan: no program, its images run whole
+    # A package made from a run tiles on torch, with the program of the checkpoint's generator.
+    generator = read_generator_file(source, direction, arch).generator(direction)
+    return runner, program_from_module(generator), None

@@ -17,6 +17,7 @@ import torch
 from fastcycle.config import ModelConfig
 from fastcycle.data.transforms import pad_to_multiple
 from fastcycle.generator_specs import GENERATOR_SPECS
+from fastcycle.models.fused import FusedInstanceNorm2d, ReflectConv2d
 from fastcycle.trained import image_channels
 
 # The size multiple of an exported file that does not record its generator's: the default --netG's, as
@@ -59,7 +60,10 @@ class TorchRunner:
         self.input_nc, self.output_nc = image_channels(net)
         self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")
         layout = ", channels-last" if self.layout == torch.channels_last else ""
-        self.note = f"torch eager on {device}, {self.precision}{layout}"
+        fused = any(isinstance(m, FusedInstanceNorm2d | ReflectConv2d) for m in net.modules())
+        self.note = (
+            f"torch eager on {device}, {self.precision}{layout}, {'triton' if fused else 'torch'} kernels"
+        )
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,6 @@ class Translator:
         self.memory_limit = self.options.memory_limit or default_memory_limit(runner.device)
         self._said: set[str] = set()
         self._tiled: Any = None
-        self.kernels = "torch"  # the torch backend's kernels (load_translator sets what it resolved)
 
     @property
     def input_nc(self) -> int:
