@@ -9,6 +9,7 @@ pipeline stays one that runs any Translator.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable
@@ -41,6 +42,7 @@ class TranslateRequest:
     html: bool
     kernels: str  # auto, torch or triton
     generator_kw: dict[str, Any]  # the architecture of a reference .pth: netG, ngf, norm, dropout, ...
+    # fastcycle.translator.TranslateOptions' fields, by the same names (memory_limit parsed here):
     memory_limit: str | None = None  # "8G", "512M", "1.5" (GiB); None: free device memory or half the RAM
     tile: int | None = None
     tile_overlap: int | None = None
@@ -105,17 +107,11 @@ def _open_translators(
     from fastcycle.export.backends import resolve_backend
     from fastcycle.export.translator import load_translator
     from fastcycle.trained import read_generator_file
+    from fastcycle.translator import TranslateOptions
 
-    options = {
-        "memory_limit": None if req.memory_limit is None else parse_bytes(req.memory_limit),
-        "tile": req.tile,
-        "tile_overlap": req.tile_overlap,
-        "load_size": req.load_size,
-        "max_side": req.max_side,
-        "keep_size": req.keep_size,
-        "output_bits": req.output_bits,
-        "scratch_dir": req.scratch_dir,
-    }
+    options = {f.name: getattr(req, f.name) for f in dataclasses.fields(TranslateOptions)}
+    if req.memory_limit is not None:
+        options["memory_limit"] = parse_bytes(req.memory_limit)
     common = {"device": req.device, "amp": req.amp, "kernels": req.kernels, "say": warn, **options}
     source: Any = req.checkpoint
     torch_run = resolve_backend(req.backend, req.checkpoint) == "torch"
