@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fastcycle.checkpoint import load_checkpoint
-from fastcycle.data.folders import save_image
+from fastcycle.data.folders import write_image
 from fastcycle.data.transforms import to_uint8
 from fastcycle.errors import UserError
 from fastcycle.models import eval_mode
@@ -106,7 +106,7 @@ def grid(images: np.ndarray, ncol: int, border: int = BORDER, fill: int = 0) -> 
 def write_grid(path: str | os.PathLike, images: np.ndarray, ncol: int) -> Path:
     """Save `grid(images, ncol)` atomically (format by suffix, PNG by default; parents are created)."""
     path = Path(path)
-    save_image(grid(images, ncol), path)
+    write_image(grid(images, ncol), path)
     return path
 
 

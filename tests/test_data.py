@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from fastcycle.data.contract import to_device
-from fastcycle.data.folders import load_rgb
+from fastcycle.data.folders import load_image
 from fastcycle.data.scan import scan_domain
 from fastcycle.data.transforms import preprocess, to_model_range, to_uint8
 from fastcycle.errors import UserError
@@ -68,12 +68,12 @@ def test_odd_image_modes_are_converted(tmp_path):
         tmp_path / "cmyk.jpg"
     )
     for name in ("gray.png", "rgba.png", "pal.png", "deep.png", "cmyk.jpg"):
-        img = load_rgb(tmp_path / name)
+        img = load_image(tmp_path / name, 3)
         assert img.mode == "RGB" and img.size == (7, 9), name
-    assert np.asarray(load_rgb(tmp_path / "deep.png")).min() == 255  # 16-bit white stays white
+    assert np.asarray(load_image(tmp_path / "deep.png", 3)).min() == 255  # 16-bit white stays white
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(OSError):
-        load_rgb(tmp_path / "broken.png")
+        load_image(tmp_path / "broken.png", 3)
 
 
 def test_to_device_channels_last():

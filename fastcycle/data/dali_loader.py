@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fastcycle.data.contract import Batch, LoaderSpec
-from fastcycle.data.folders import load_image, save_image
+from fastcycle.data.folders import load_image, write_image
 from fastcycle.data.scan import DomainScan
 from fastcycle.data.transforms import resize_size
 from fastcycle.errors import UserError
@@ -49,7 +49,7 @@ def _converted_file(f, cache: Path, nc: int) -> Path:
     out = cache / f"{key}.png"
     if not out.exists():
         img = np.asarray(load_image(f.path, nc)).reshape(f.size[1], f.size[0], nc)
-        save_image(img, out)  # atomic: a crash never leaves half a PNG
+        write_image(img, out)  # atomic: a crash never leaves half a PNG
     return out
 
 

@@ -213,12 +213,6 @@ def load_image(path: Path, nc: int = 3) -> Image.Image:
     return Image.fromarray(arr[..., 0] if nc == 1 else arr, "L" if nc == 1 else "RGB")
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Decode to 8-bit RGB (grayscale, palette, RGBA, CMYK and 16 bits are converted). OSError if
-    unreadable."""
-    return load_image(path, 3)
-
-
 def write_image(arr: np.ndarray, path: Path) -> None:
     """Write an (H, W, C) image, C 1 or 3, uint8 or uint16 (the latter to .png, .tif or .tiff only),
     atomically: a temporary file renamed over `path` once complete."""
@@ -245,8 +239,3 @@ def write_image(arr: np.ndarray, path: Path) -> None:
         return
     fmt = Image.registered_extensions().get(suffix, "PNG")
     write_atomic(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt), durable=False)
-
-
-def save_image(arr: np.ndarray, path: Path) -> None:
-    """Write an (H, W, 3) uint8 image atomically (write_image for the callers that predate it)."""
-    write_image(arr, path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastcycle.data.folders import save_image
+from fastcycle.data.folders import write_image
 from fastcycle.data.transforms import to_uint8
 from fastcycle.models import eval_mode
 
@@ -24,7 +24,7 @@ def _tile(x: torch.Tensor) -> torch.Tensor:
 def _write(rows: list[torch.Tensor], path: Path) -> np.ndarray:
     """Stack (3, h, W) uint8 rows into one PNG at `path`; returns the (H, W, 3) image written."""
     image = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()
-    save_image(image, path)
+    write_image(image, path)
     return image
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from fastcycle.data.folders import save_image
+from fastcycle.data.folders import write_image
 from fastcycle.errors import UserError
 from fastcycle.video.probe import VideoInfo, output_pix_fmt
 
@@ -126,7 +126,7 @@ class VideoEncoder:
                 self._png(image, self.frames_dir / f"{self.frames:06d}.png")
 
     def _png(self, image: np.ndarray, path: Path) -> None:
-        self.png_writes.append(self.png_pool.submit(save_image, image, path))
+        self.png_writes.append(self.png_pool.submit(write_image, image, path))
         while len(self.png_writes) > self.window:
             self.png_writes.popleft().result()
 
