@@ -8,6 +8,7 @@ LOCAL_RANK in each; a process started without it is rank 0 of 1 and nothing here
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,5 +104,12 @@ def gather_to_main(obj: T, info: DistInfo) -> list[T] | None:
     import torch.distributed as dist
 
     box: list[T] | None = [obj] * info.world_size if info.is_main else None  # filled in by the gather
-    dist.gather_object(obj, box, dst=0)
+    try:
+        dist.gather_object(obj, box, dst=0)
+    except RuntimeError as e:  # a rank that stopped on an error of its own closed its connections
+        # gloo says "[.../pair.cc:561] Connection closed by peer [addr]:port. This is typically ...".
+        first = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip()).split(". ")[0] or type(e).__name__
+        raise UserError(
+            f"rank {info.rank}: another rank stopped before the end ({first}); its own error says why"
+        ) from None
     return box
