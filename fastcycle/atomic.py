@@ -14,10 +14,11 @@ what a killed process (Ctrl-C, SIGKILL) or a failed write (a full disk) would ot
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -39,6 +40,7 @@ def write_atomic(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Process and thread in the name: translate's encode threads and the gallery write concurrently.
+    # remove_leftovers reads this name back (_LEFTOVER).
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp{suffix}")
     try:
         write(tmp)
@@ -53,6 +55,27 @@ def write_atomic(
     if durable:
         _fsync(path.parent)  # the rename itself
     return path
+
+
+# write_atomic's temporary name, which a killed process (SIGKILL, a lost node) leaves behind.
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.\d+\.\d+\.tmp.*")
+
+
+def remove_leftovers(targets: Iterable[Path]) -> int:
+    """Remove the temporary files that write_atomic left beside `targets` when killed mid-write (never a
+    target: a target is only ever whole); returns how many. Only those of `targets`: a temporary file of
+    another target may belong to a write still running in another process."""
+    by_folder: dict[Path, set[str]] = {}
+    for target in targets:
+        by_folder.setdefault(target.parent, set()).add(target.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            m = _LEFTOVER.fullmatch(tmp.name)
+            if m and m["name"] in names and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _fsync(path: Path) -> None:

@@ -120,6 +120,12 @@ def _translate_parser(sub: Any, name: str) -> Parser:
         action="store_true",
         help="also write <output>/index.html: input | output (| reconstruction for CycleGAN) thumbnails",
     )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave inputs whose output file exists (outputs are written whole or not at all): re-run a "
+        "killed translate, under torchrun too",
+    )
     _size_flags(p)
     video = Group(p, "video")
     video.add_argument(

@@ -7,6 +7,9 @@ through fastcycle.video (PyAV decode and encode threads around the same model ca
 fastcycle.translator.Translator (any size: whole, in smaller batches or tiled; 8- or 16-bit; any channel
 count), opened by the caller (fastcycle.export.translator.load_translator), so this pipeline imports no
 backend.
+
+Under torchrun each process translates its share of the inputs (fastcycle.ranks.shard); with
+skip_existing an input whose output is already there is left alone, so a killed run can be run again.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from fastcycle.atomic import remove_leftovers
 from fastcycle.data.folders import IMG_EXTENSIONS, list_images, read_image, write_image
 from fastcycle.errors import UserError
+from fastcycle.ranks import DistInfo, shard
 from fastcycle.runner import Runner
 from fastcycle.translator import Translator
 from fastcycle.video import VIDEO_EXTENSIONS, is_video, translate_video
 from fastcycle.video.probe import OUTPUT_FORMATS
+
+_ONE_PROCESS = DistInfo()  # no torchrun: all the inputs are this process's
 
 
 @dataclass
@@ -37,6 +44,7 @@ class TranslateReport:
     seconds: float
     frames: int = 0  # video frames translated
     converted: Counter = field(default_factory=Counter)  # conversion note -> images ("RGBA to RGB")
+    existing: int = 0  # inputs left alone because their output was already there (skip_existing)
 
 
 def output_path(src: Path, input_dir: Path, output_dir: Path) -> Path:
@@ -70,15 +78,25 @@ def translate_path(
     reverse: Translator | Runner | None = None,
     frames_dir: str | Path | None = None,
     loader: str = "pyav",
+    dist: DistInfo = _ONE_PROCESS,
+    skip_existing: bool = False,
 ) -> TranslateReport:
     """Translate `input`: a folder (its images, and its videos one by one), one video file into the
-    video `output`, or one image file into the image `output`."""
+    video `output`, or one image file into the image `output`. dist: under torchrun, a folder is shared
+    among the ranks (one file is not: the command refuses it); skip_existing: leave inputs whose output
+    exists."""
     src, dst = Path(input), Path(output)
     translator = _as_translator(model)
     if src.is_dir():
-        return translate_folder(translator, src, dst, batch_size, workers, html, reverse, frames_dir, loader)
+        return translate_folder(
+            translator, src, dst, batch_size, workers, html, reverse, frames_dir, loader, dist, skip_existing
+        )
     if not src.is_file():
         raise UserError(f"--input {src} does not exist; pass an image or video file or a folder of them")
+    if not is_video(src) and not dst.suffix:
+        dst = dst.with_suffix(".png")
+    if skip_existing and dst.exists():
+        return TranslateReport(0, [], 0.0, existing=1)
     t0 = time.perf_counter()
     if is_video(src):
         frames = _video(translator, src, dst, batch_size, frames_dir, loader)
@@ -108,7 +126,6 @@ def _one_image(translator: Translator, src: Path, dst: Path, t0: float) -> Trans
         raise UserError(f"{src} is not a readable image or video; check the file")
     image, notes = decoded
     out = translator.translate_arrays([image])[0]
-    dst = dst if dst.suffix else dst.with_suffix(".png")
     _write(out, dst)
     return TranslateReport(1, [], time.perf_counter() - t0, converted=Counter(notes))
 
@@ -130,26 +147,29 @@ def translate_folder(
     reverse: Translator | Runner | None = None,
     frames_dir: str | Path | None = None,
     loader: str = "pyav",
+    dist: DistInfo = _ONE_PROCESS,
+    skip_existing: bool = False,
 ) -> TranslateReport:
     """Translate every image under input_dir with `model` (a Translator, or a bare Runner run whole),
     then every video (fastcycle.video: frames_dir, loader).
 
     html: also write <output>/index.html, the reference's results page: input | output thumbnails,
     plus the reconstruction when `reverse` (the other CycleGAN generator) is given, whose images
-    go to <output>/reconstructed/."""
+    go to <output>/reconstructed/.
+
+    dist: under torchrun, translate this rank's share of the inputs (no progress bar but rank 0's).
+    skip_existing: leave the inputs whose output file exists (it is whole: outputs are written
+    atomically) and remove what a killed run left half-written beside the others'."""
     translator = _as_translator(model)
     back = None if reverse is None else _as_translator(reverse)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    files, videos = _input_files(input_dir, output_dir, batch_size)
+    inputs = _input_files(input_dir, output_dir, batch_size)
+    mine, existing = _share(inputs, input_dir, output_dir, dist, skip_existing)
+    files, videos = [f for f in mine if not is_video(f)], [f for f in mine if is_video(f)]
     skipped: list[str] = []
     converted: Counter = Counter()
     written = 0
-    gallery = None
-    if html:
-        from fastcycle.gallery import GalleryWriter
-
-        columns = ["input", "output"] + (["reconstruction"] if back is not None else [])
-        gallery = GalleryWriter(output_dir, f"fastcycle translate: {input_dir}", columns)
+    gallery = _gallery(input_dir, output_dir, back is not None) if html else None
     rec_dir = output_dir / "reconstructed"
 
     def write(path: Path, out: np.ndarray, rec: np.ndarray | None) -> None:
@@ -166,7 +186,8 @@ def translate_folder(
     window = max(2 * batch_size, 2 * workers)  # decoded-ahead images held at most
     with ThreadPoolExecutor(workers) as decode_pool, ThreadPoolExecutor(workers) as encode_pool:
         writes: deque[Future] = deque()
-        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
+        quiet = None if dist.is_main else True  # None: tqdm's own choice (no bar when not a terminal)
+        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, disable=quiet)
         for paths, images, notes in _batches(files, decode_pool, window, batch_size, skipped, bar):
             converted.update(notes)
             outs = translator.translate_arrays(images)
@@ -182,6 +203,13 @@ def translate_folder(
         bar.close()
     if gallery is not None:
         gallery.close()
+    frames = _videos(translator, videos, input_dir, output_dir, batch_size, frames_dir, loader)
+    seconds = time.perf_counter() - t0
+    return TranslateReport(written + len(videos), skipped, seconds, frames, converted, existing)
+
+
+def _videos(translator, videos, input_dir, output_dir, batch_size, frames_dir, loader) -> int:
+    """The folder's videos one by one; the frames translated."""
     frames = 0
     for video in videos:
         # Frames of sub/clip.mp4 go to <frames_dir>/sub/clip/: videos of one name in two folders apart.
@@ -189,11 +217,33 @@ def translate_folder(
         frames += _video(
             translator, video, output_path(video, input_dir, output_dir), batch_size, into, loader
         )
-    return TranslateReport(written + len(videos), skipped, time.perf_counter() - t0, frames, converted)
+    return frames
 
 
-def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> tuple[list[Path], list[Path]]:
-    """The images and the videos to translate, each sorted, from one walk of the folder; UserError for a
+def _gallery(input_dir: Path, output_dir: Path, reconstructions: bool):
+    from fastcycle.gallery import GalleryWriter
+
+    columns = ["input", "output"] + (["reconstruction"] if reconstructions else [])
+    return GalleryWriter(output_dir, f"fastcycle translate: {input_dir}", columns)
+
+
+def _share(
+    inputs: list[Path], input_dir: Path, output_dir: Path, dist: DistInfo, skip_existing: bool
+) -> tuple[list[Path], int]:
+    """This rank's inputs, and how many of its share were left alone because their output exists."""
+    # Shared out before looking at the outputs: ranks start at different moments, and a rank that saw
+    # the outputs another had written meanwhile would share out a different list, leaving inputs to no one.
+    mine = shard(inputs, dist)
+    if not skip_existing:
+        return mine, 0
+    outputs = {f: output_path(f, input_dir, output_dir) for f in mine}
+    remove_leftovers(outputs.values())
+    todo = [f for f in mine if not outputs[f].exists()]
+    return todo, len(mine) - len(todo)
+
+
+def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> list[Path]:
+    """The images and videos to translate, sorted, from one walk of the folder; UserError for a
     missing or empty input folder, an output folder inside it, a batch size below 1, or two inputs that
     would be written to the same output file."""
     if not input_dir.is_dir():
@@ -214,7 +264,7 @@ def _input_files(input_dir: Path, output_dir: Path, batch_size: int) -> tuple[li
         clash = outputs.setdefault(out, f)
         if clash != f:
             raise UserError(f"{clash} and {f} would both be written as {out}; rename one")
-    return [f for f in files if not is_video(f)], [f for f in files if is_video(f)]
+    return files
 
 
 def _batches(

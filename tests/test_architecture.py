@@ -115,6 +115,7 @@ LAYERS = [
             "fastcycle.video",
             "fastcycle.tiling",
             "fastcycle.translator",
+            "fastcycle.ranks",
         ],
     ),
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),

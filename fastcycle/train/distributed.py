@@ -21,55 +21,28 @@ checks it:
 from __future__ import annotations
 
 import gc
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from fastcycle.errors import UserError
-from fastcycle.runtime import resolve_device
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 alone logs, writes metrics, samples and checkpoints."""
-        return self.rank == 0
+from fastcycle.ranks import DistInfo, from_env, rank_device
 
 
 def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
-    """Join torchrun's process group when there is one; else a single process on --device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return DistInfo(), resolve_device(device_flag)
-    try:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    except (KeyError, ValueError) as e:
-        raise UserError(f"WORLD_SIZE={world_size} without a valid RANK: launch with torchrun ({e})") from None
-    if device_flag == "cpu" or not torch.cuda.is_available():
-        device, backend = torch.device("cpu"), "gloo"
-    else:
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(
-                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s): lower --nproc_per_node"
-            )
-        device, backend = torch.device("cuda", local_rank), "nccl"
+    """Join torchrun's process group when there is one (NCCL on GPUs, gloo on CPUs); else a single
+    process on --device."""
+    info = from_env()
+    device = rank_device(device_flag, info)
+    if not info.enabled:
+        return info, device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
-    return DistInfo(rank, world_size, local_rank), device
+    return info, device
 
 
 def wrap(nets: dict[str, nn.Module], info: DistInfo, device: torch.device) -> dict[str, nn.Module]:

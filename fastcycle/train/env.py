@@ -11,8 +11,8 @@ import torch
 
 from fastcycle.config import TrainConfig
 from fastcycle.generator_specs import GENERATOR_SPECS
+from fastcycle.ranks import DistInfo
 from fastcycle.runtime import Precision, resolve_kernels, resolve_precision
-from fastcycle.train.distributed import DistInfo
 
 
 @dataclass(frozen=True)

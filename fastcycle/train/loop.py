@@ -16,9 +16,10 @@ from fastcycle.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME
 from fastcycle.config import TrainConfig, validate
 from fastcycle.data import demo
 from fastcycle.errors import UserError
+from fastcycle.ranks import DistInfo
 from fastcycle.train.checkpointer import Checkpointer, restore, resume_state
 from fastcycle.train.data import DataSource, data_root
-from fastcycle.train.distributed import DistInfo, broadcast_object, finish, init_distributed
+from fastcycle.train.distributed import broadcast_object, finish, init_distributed
 from fastcycle.train.env import RunEnv, resolve_env
 from fastcycle.train.families import build_model, model_family
 from fastcycle.train.gan import GANModel

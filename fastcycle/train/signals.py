@@ -8,7 +8,8 @@ import threading
 
 import torch
 
-from fastcycle.train.distributed import DistInfo, any_rank
+from fastcycle.ranks import DistInfo
+from fastcycle.train.distributed import any_rank
 
 
 class StopSignals:
