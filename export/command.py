@@ -1,10 +1,10 @@
-"""`fastcycle export`: a trained generator -> ONNX, TensorRT engine and/or AOTInductor package, each
-followed by a parity check against the PyTorch generator."""
+"""`fastcycle export`: a trained generator -> ONNX, TensorRT engine, AOTInductor package and/or a Triton
+model repository, each followed by a parity check against the PyTorch generator."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from fastcycle.export.onnx import export_onnx, metadata_for
 from fastcycle.export.parity import check_parity, parity_inputs
 
 if TYPE_CHECKING:
+    from fastcycle.export.triton_repo import TritonOptions
     from fastcycle.trained import GeneratorFile
 
 
@@ -36,6 +37,14 @@ class ExportRequest:
     device: str = "auto"
     images: str | None = None
     generator_kw: dict | None = None  # the architecture of a reference .pth
+    # A Triton model repository (export/triton_repo.py; the fields are TritonOptions' with triton_ before).
+    triton_repo: str | None = None
+    triton_backend: str = "onnxruntime"
+    triton_accelerator: str = "none"
+    triton_preferred_batch: str | None = None  # "8,32"; None: --batch's OPT and MAX
+    triton_queue_delay_us: int = 100
+    triton_instances: int = 1
+    triton_instance_kind: str = "gpu"
 
 
 Say = Callable[[str], None]  # where the lines for the user go
@@ -60,15 +69,17 @@ def run_export(req: ExportRequest, say: Say = print, source: GeneratorFile | Non
     from fastcycle.runtime import resolve_device
     from fastcycle.trained import read_generator_file
 
-    if not (req.onnx or req.trt or req.aoti or req.safetensors):
+    if not (req.onnx or req.trt or req.aoti or req.safetensors or req.triton_repo):
         raise UserError(
-            "nothing to export: pass --onnx OUT.onnx, --trt OUT.plan, --aoti OUT.pt2 and/or --safetensors OUT"
+            "nothing to export: pass --onnx OUT.onnx, --trt OUT.plan, --aoti OUT.pt2, --safetensors OUT "
+            "and/or --triton-repo DIR"
         )
     if req.size <= 0 or req.size % 4:
         raise UserError(
             f"--size {req.size} must be a positive multiple of 4 (the generator downsamples twice)"
         )
     device = resolve_device(req.device)
+    triton = _triton_options(req, device) if req.triton_repo else None  # its flags, before the read
     if source is None:
         source = read_generator_file(req.checkpoint, req.direction, req.generator_kw)  # the one read of it
     net = source.generator(req.direction)  # eval, no grad
@@ -84,6 +95,8 @@ def run_export(req: ExportRequest, say: Say = print, source: GeneratorFile | Non
         written.append(_write_trt(req, net, onnx_path, inputs, device, say))
     if req.aoti:
         written.append(_write_aoti(req, net, config, inputs, device, say))
+    if triton is not None:
+        written.append(_write_triton_repo(req, triton, source, device, say))
     return written
 
 
@@ -187,3 +200,97 @@ def _write_aoti(
     say(f"wrote {path} (AOTInductor, {device}, batch 1..{max_batch})")
     say(check_parity(net, AotiRunner(path, device), inputs, "fp32", "aoti"))
     return path
+
+
+def _triton_options(req: ExportRequest, device: torch.device) -> TritonOptions:
+    """--triton-* flags -> TritonOptions, checked before anything is read or written (TensorRT's gate
+    included: its error comes before minutes of export, and nothing is left behind)."""
+    from fastcycle.export.triton_repo import (
+        TritonOptions,
+        check_options,
+        check_target,
+        parse_preferred,
+        require_model_config,
+    )
+    from fastcycle.export.trt import parse_batch_range, require_tensorrt
+
+    batch = parse_batch_range(req.batch)
+    opts = TritonOptions(
+        backend=req.triton_backend,
+        accelerator=req.triton_accelerator,
+        precision=req.trt_precision,
+        batch=batch,
+        preferred_batch=parse_preferred(req.triton_preferred_batch, batch[2]),
+        queue_delay_us=req.triton_queue_delay_us,
+        instances=req.triton_instances,
+        instance_kind=req.triton_instance_kind,
+    )
+    check_options(opts, req.dynamic_hw, dcgan=False)
+    check_target(Path(req.triton_repo))
+    require_model_config()
+    if opts.backend == "tensorrt":
+        require_tensorrt()
+        if device.type != "cuda":  # the plan's parity check runs it, on CUDA only
+            raise UserError(
+                f"--triton-backend tensorrt builds and checks its engine on CUDA, not on {device}"
+            )
+    return opts
+
+
+def _write_triton_repo(
+    req: ExportRequest, opts: TritonOptions, source: GeneratorFile, device: torch.device, say: Say
+) -> Path:
+    """Every generator of `source` (read once) exported into the repository, each checked for parity."""
+    from fastcycle.export.ort import OrtRunner
+    from fastcycle.export.triton_repo import check_options, model_names, write_repo
+    from fastcycle.version import __version__
+
+    check_options(opts, req.dynamic_hw, dcgan=source.model == "dcgan")
+    repo, lines = Path(req.triton_repo), []  # said once the repository is in place
+
+    def build(name: str, version: Path, scratch: Path) -> Path:
+        net = source.generator(name)  # a model is named by its direction
+        inputs = _inputs(replace(req, direction=name), net, source.config)
+        folder = version if opts.backend == "onnxruntime" else scratch / name  # a plan's graph: scratch
+        meta = metadata_for(source.config, name)
+        path = export_onnx(
+            net, folder / "model.onnx", fp16=req.fp16, dynamic_hw=req.dynamic_hw, size=req.size, metadata=meta
+        )
+        runner = OrtRunner(path, device)
+        lines.append(
+            f"{name}: {check_parity(net, runner, inputs, 'fp16' if req.fp16 else 'fp32', 'onnxruntime')}"
+        )
+        if opts.backend == "tensorrt":
+            lines.append(
+                f"{name}: {_repo_plan(req, opts, net, path, version / 'model.plan', inputs, device)}"
+            )
+        return path
+
+    about = {"fastcycle": __version__, "checkpoint": str(source.path), "backend": opts.backend}
+    names = model_names(source.model, req.direction)
+    write_repo(repo, names, build, opts, about)
+    for line in lines:
+        say(line)
+    models = ", ".join(names)
+    say(f"wrote Triton model repository {repo}: {models} ({opts.backend}, max_batch_size {opts.batch[2]})")
+    return repo
+
+
+def _repo_plan(
+    req: ExportRequest,
+    opts: TritonOptions,
+    net: torch.nn.Module,
+    onnx_path: Path,
+    plan: Path,
+    inputs: Inputs,
+    device: torch.device,
+) -> str:
+    """A model's TensorRT engine at the repository's batch range and --size; its parity line."""
+    from fastcycle.export.trt import TrtRunner, build_engine
+
+    repo = Path(req.triton_repo)
+    cache = req.timing_cache or str(repo.with_name(f"{repo.name}.timing-cache"))  # outside the repository
+    hw = (req.size, req.size)
+    build_engine(onnx_path, plan, precision=req.trt_precision, batch=opts.batch, hw=hw, timing_cache=cache)
+    trt_inputs = [(label, x[: opts.batch[2]]) for label, x in inputs]
+    return check_parity(net, TrtRunner(plan, device), trt_inputs, req.trt_precision, "tensorrt")

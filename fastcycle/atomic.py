@@ -87,20 +87,40 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_folder_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """write(tmp) fills a new temporary folder beside `path`, which then takes `path`'s place (an old `path`
-    is removed first: a rename cannot replace a folder that holds files). On any failure the temporary
-    folder is removed. Not durable: it holds images (the module's rule). Returns `path`."""
+def write_folder_atomic(
+    path: str | os.PathLike, write: Callable[[Path], object], *, durable: bool = False
+) -> Path:
+    """write(tmp) fills a new temporary folder beside `path`, which then takes `path`'s place. On any
+    failure the temporary folder is removed and `path` is untouched. Returns `path`.
+
+    An old `path` is renamed aside first and removed only once the new folder is in its place (a rename
+    cannot replace a folder that holds files): a crash at any moment leaves the old folder whole, the new
+    one whole, or none at `path` (the old one beside it), never a half-deleted one.
+    durable: fsync every file and folder of the new tree, and the parent after the renames (an export:
+    a model repository); the default is not durable, for folders of images (the module's rule)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # mkdtemp: a new, empty folder, whatever an earlier crash left beside `path`.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = None  # where the old `path` waits, once renamed aside
     try:
         write(tmp)
+        if durable:
+            for folder, _, files in os.walk(tmp, topdown=False):  # the files before their folder
+                for name in files:
+                    _fsync(Path(folder) / name)
+                _fsync(Path(folder))
         if path.exists():
-            shutil.rmtree(path)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)  # over the empty folder mkdtemp made: a rename may replace an empty one
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)  # the new folder never arrived: the old one goes back
         raise
+    if durable:
+        _fsync(path.parent)  # both renames
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return path

@@ -197,7 +197,8 @@ def _reference_architecture(p: Parser) -> None:
 def _export_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(
         name,
-        help="export a trained generator to ONNX, a TensorRT engine or an AOTInductor package",
+        help="export a trained generator to ONNX, a TensorRT engine, an AOTInductor package or a Triton "
+        "model repository",
         description="Export a generator; each artifact is then checked against PyTorch (max/mean abs error).",
     )
     p.add_argument(
@@ -230,8 +231,48 @@ def _export_parser(sub: Any, name: str) -> Parser:
     )
     device_flags(p, kernels=False, device_use="AOTI target and parity checks")
     p.add_argument("--images", help="real images for the parity check (default: the run's testA or trainA)")
+    _triton_repo_flags(p)
     _reference_architecture(p)
     return p
+
+
+def _triton_repo_flags(p: Parser) -> None:
+    from fastcycle.export.triton_repo import ACCELERATORS, BACKENDS, INSTANCE_KINDS  # torch-free
+
+    g = Group(p, "Triton model repository (a standalone tritonserver)")
+    g.add_argument(
+        "--triton-repo",
+        metavar="DIR",
+        help="write a model repository: one model per generator (AtoB, BtoA), config.pbtxt + 1/model.onnx",
+    )
+    g.add_argument(
+        "--triton-backend",
+        default="onnxruntime",
+        choices=tuple(BACKENDS),
+        help="onnxruntime: 1/model.onnx; tensorrt: 1/model.plan, built here at --size (needs TensorRT, CUDA)",
+    )
+    g.add_argument(
+        "--triton-accelerator",
+        default="none",
+        choices=ACCELERATORS,
+        help="onnxruntime backend: TensorRT execution accelerator at --trt-precision (fp32 or fp16)",
+    )
+    g.add_argument(
+        "--triton-preferred-batch",
+        metavar="N,N",
+        help="dynamic batching's preferred batch sizes (default: --batch's OPT and MAX)",
+    )
+    g.add_argument(
+        "--triton-queue-delay-us",
+        type=int,
+        default=100,
+        metavar="US",
+        help="max_queue_delay_microseconds: how long a request may wait for others to batch with",
+    )
+    g.add_argument("--triton-instances", type=int, default=1, metavar="N", help="model instances on each GPU")
+    g.add_argument(
+        "--triton-instance-kind", default="gpu", choices=INSTANCE_KINDS, help="KIND_GPU or KIND_CPU instances"
+    )
 
 
 def _plot_parser(sub: Any, name: str) -> Parser:

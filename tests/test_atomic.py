@@ -106,3 +106,38 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     assert [p.name for p in root.iterdir()] == ["old.txt"]
     write_folder_atomic(root, lambda tmp: (tmp / "new.txt").write_text("new"))
     assert [p.name for p in root.iterdir()] == ["new.txt"]
+
+
+def test_a_durable_folder_fsyncs_its_files_and_folders_then_the_parent(tmp_path, monkeypatch):
+    events, real = [], os.fsync
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append("parent" if target == str(tmp_path) else os.path.basename(target).split(".")[0])
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def fill(tmp):
+        (tmp / "AtoB" / "1").mkdir(parents=True)
+        (tmp / "AtoB" / "1" / "model.onnx").write_bytes(b"graph")
+        (tmp / "AtoB" / "config.pbtxt").write_text('name: "AtoB"')
+
+    write_folder_atomic(tmp_path / "repo", fill, durable=True)
+    # every file before its folder, the whole tree before the rename, the rename itself last
+    assert events == ["model", "1", "config", "AtoB", "", "parent"]  # "": the temporary ".repo.*.tmp"
+
+
+def test_a_folder_whose_replacement_cannot_be_renamed_in_stays(tmp_path, monkeypatch):
+    root = write_folder_atomic(tmp_path / "demo", lambda tmp: (tmp / "old.txt").write_text("old"))
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".tmp"):  # the new folder's rename, after the old one was moved aside
+            raise OSError("rename failed")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="rename failed"):
+        write_folder_atomic(root, lambda tmp: (tmp / "new.txt").write_text("new"))
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"] and (root / "old.txt").read_text() == "old"

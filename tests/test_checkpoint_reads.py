@@ -50,3 +50,18 @@ def test_export_reads_the_checkpoint_once(run, tmp_path, reads):
     argv = ["export", "--checkpoint", str(run / "run"), "--safetensors", str(tmp_path / "g.safetensors")]
     assert main([*argv, "--device", "cpu"]) == 0
     assert reads == [CHECKPOINT_NAME]  # the read-back check opens the .safetensors, without torch.load
+
+
+def test_a_triton_repository_of_both_generators_reads_the_checkpoint_once(run, tmp_path, reads):
+    argv = [
+        "export",
+        "--checkpoint",
+        str(run / "run"),
+        "--triton-repo",
+        str(tmp_path / "repo"),
+        "--size",
+        "32",
+    ]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert reads == [CHECKPOINT_NAME]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [".fastcycle-triton-repo", "AtoB", "BtoA"]
