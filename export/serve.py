@@ -132,7 +132,7 @@ def open_models(req: ServeRequest, say: Callable[[str], None] | None = None) -> 
     from fastcycle.trained import read_generator_file
 
     backend = resolve_backend(req.backend, req.checkpoint)
-    exported = backend != "torch" and not os.path.isdir(req.checkpoint) and _is_exported(req.checkpoint)
+    exported = not os.path.isdir(req.checkpoint) and _is_exported(req.checkpoint)
     source: Any = req.checkpoint
     directions = [req.direction] if req.direction else ["AtoB"]
     if not exported:

@@ -15,6 +15,7 @@ the traceback of the exception with it); the server goes on serving.
 from __future__ import annotations
 
 import io
+import itertools
 import sys
 import threading
 import traceback
@@ -80,9 +81,12 @@ class DirectionModels:
         return self.name + ENCODED_SUFFIX
 
     def infer_arrays(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        """PyTriton requests, each {"image": (1, H, W, C) uint8} -> {"image": (1, H, W, output_nc)}."""
-        images = [self._checked(r[INPUT][0]) for r in requests]
-        return [{OUTPUT: y[None]} for y in self._translate(images)]
+        """PyTriton requests, each {"image": (n, H, W, C) uint8} (n: the client's own batch, usually 1)
+        -> {"image": (n, H, W, output_nc)}; all of them one Translator call."""
+        counts = [len(r[INPUT]) for r in requests]
+        out = self._translate([self._checked(a) for r in requests for a in r[INPUT]])
+        starts = np.cumsum([0, *counts])
+        return [{OUTPUT: np.stack(out[a:b])} for a, b in itertools.pairwise(starts)]
 
     def infer_encoded(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
         """PyTriton requests, each {"image": (1,) bytes of a PNG or JPEG} -> {"image": (1,) PNG bytes}."""

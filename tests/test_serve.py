@@ -116,6 +116,18 @@ def test_arrays_and_png_bytes_give_the_single_image_translation(server, translat
         assert _close(infer(server.url, direction, image, encoded=True), want), image.shape
 
 
+def test_a_request_of_several_images_gets_each_ones_translation(server, translators):
+    """A client's own batch, (2, H, W, C): two answers, in order."""
+    images = np.stack([_image(40, 32, 32), _image(41, 32, 32)])
+    x = tritonclient_http.InferInput("image", list(images.shape), "UINT8")
+    x.set_data_from_numpy(images)
+    with tritonclient_http.InferenceServerClient(server.url) as client:
+        got = client.infer("AtoB", [x]).as_numpy("image")
+    want = [translators["AtoB"].translate_arrays([a])[0] for a in images]
+    _distinct(want)
+    assert len(got) == 2 and all(_close(g, w) for g, w in zip(got, want, strict=True))
+
+
 def test_grpc_answers_like_http(server, translators):
     import tritonclient.grpc as grpcclient
 

@@ -8,6 +8,7 @@ import io
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -21,6 +22,7 @@ from tests.test_serve import _close, _image, infer, tiny_cyclegan
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 pytest.importorskip("pytriton")
+InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
 
 LIMIT = 64 * 64  # --max-pixels: a 64x64 image is the largest taken
 EXIT_TIMEOUT = 3  # --exit-timeout: how long the SIGTERM test's clients keep being answered
@@ -137,40 +139,46 @@ def test_a_truncated_body_is_refused_by_size(server, good):
     assert _close(infer(server.url, "AtoB", good[0]), good[1])
 
 
+# The memory test's bad requests, 48-75 KiB each: the data type Triton refuses; the channel count, the
+# size and the bytes fastcycle refuses (a truncated file's bytes: the test above, decoded the same).
+LEAK_PROBES = [
+    ("AtoB", np.zeros((64, 64, 3), np.float32)),  # 48 KiB
+    ("AtoB", _image(6, 128, 128, c=4)),  # 64 KiB
+    ("AtoB", _image(7, 160, 160)),  # 75 KiB, over the limit
+    ("AtoB_encoded", b"\x89PNG\r\n" + bytes(64 * 2**10)),  # 64 KiB of no image
+    ("AtoB_encoded", _png(_image(8, 160, 160))),  # 75 KiB, over the limit by its header
+]
+# Measured after a warm-up of 1,000: 0.4-3.5 MiB a 1,000, without a trend (tritonserver's and the stubs'
+# allocators, PyTriton's shared-memory pool; 5.6 MiB after a warm-up of only 200). A server that kept
+# any one kind's payloads would grow by at least 200 x 48 KiB = 9.4 MiB.
+LEAK_BOUND = 8 * 2**20
+
+
 def test_memory_does_not_grow_across_1000_bad_requests(server):
-    """1,000 bad requests of every kind that reaches this process (refused by shape, size, decoding)
-    and of kinds Triton refuses itself, over one keep-alive connection; after a warm-up of 200 (pools,
-    the allocator's arenas and PyTriton's shared-memory blocks reach their sizes), the servers'
-    resident memory (fastcycle, tritonserver and the stubs) grows by less than 8 MiB. A leak of each
-    oversized request's 12 KiB would add 12 MiB by itself."""
-    kinds = [
-        "wrong dtype",
-        "wrong channel count",
-        "larger than the limit",
-        "corrupt image bytes",
-        "truncated image bytes",
-    ]
+    """1,000 bad requests (200 of each LEAK_PROBES kind) over one keep-alive connection, after a
+    warm-up of 1,000 (pools, the allocators' arenas and PyTriton's shared-memory blocks reach their
+    sizes): the resident memory of the server's processes (fastcycle, tritonserver, the stubs) grows by
+    less than LEAK_BOUND."""
     with tritonclient_http.InferenceServerClient(server.url, network_timeout=30) as client:
 
         def bad(n: int) -> None:
             for i in range(n):
-                model, sent, _ = BAD[kinds[i % len(kinds)]]
+                model, sent = LEAK_PROBES[i % len(LEAK_PROBES)]
                 if isinstance(sent, bytes):
                     x = tritonclient_http.InferInput("image", [1], "BYTES")
                     x.set_data_from_numpy(np.array([sent], dtype=np.object_))
                 else:
-                    x = tritonclient_http.InferInput(
-                        "image", [1, *sent.shape], "FP32" if sent.dtype == np.float32 else "UINT8"
-                    )
+                    dtype = "FP32" if sent.dtype == np.float32 else "UINT8"
+                    x = tritonclient_http.InferInput("image", [1, *sent.shape], dtype)
                     x.set_data_from_numpy(sent[None])
-                with pytest.raises(Exception):  # noqa: B017 (any of the errors above; their texts: the test above)
+                with pytest.raises(InferenceServerException):
                     client.infer(model, [x])
 
-        bad(200)
+        bad(1000)
         before = server.rss_bytes()
         bad(1000)
         after = server.rss_bytes()
-    assert after - before < 8 * 2**20, f"{(after - before) / 2**20:.1f} MiB more after 1,000 bad requests"
+    assert after - before < LEAK_BOUND, f"{(after - before) / 2**20:.1f} MiB more after 1,000 bad requests"
 
 
 def test_a_client_that_disconnects_mid_request_wedges_nothing(server, good):
@@ -186,6 +194,15 @@ def test_a_client_that_disconnects_mid_request_wedges_nothing(server, good):
             s.sendall(request + body)
     assert _close(infer(server.url, "AtoB", good[0]), good[1])
     assert _close(infer(server.url, "AtoB", good[0], encoded=True), good[1])
+
+
+def test_without_pytriton_the_error_says_what_to_install(run, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytriton.triton", None)  # what an import of a missing module meets
+    assert main(["serve", "--checkpoint", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        "fastcycle: error: fastcycle serve needs NVIDIA PyTriton: pip install 'fastcycle[serve]' "
+        "(Linux, x86-64 or arm64)\n"
+    )
 
 
 def test_errors_before_the_server_starts_are_one_line(run, capsys):
