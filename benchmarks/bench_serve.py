@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=8, help="timed requests per client")
     p.add_argument("--encoded", action="store_true", help="PNG bytes to AtoB_encoded instead of arrays")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true", help="serve with --amp (bf16 autocast)")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue-delay-us", type=int, default=1000)
     p.add_argument("--out", default="bench_serve.json", help="JSON file to write")
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.url:
             checkpoint = args.checkpoint or str(random_generator(Path(tmp), args.netG, args.ngf))
             flags = ["--checkpoint", checkpoint, "--device", args.device, "--direction", "AtoB"]
+            flags += ["--amp"] * args.amp
             flags += [
                 "--max-batch",
                 str(args.max_batch),
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             status = server.stop() if server else None
     figures |= {"server": "started" if server else args.url, "server_exit_status": status}
     figures |= {"checkpoint": args.checkpoint or f"random {args.netG} ngf {args.ngf}", "device": args.device}
+    figures |= {"amp": args.amp}
     from fastcycle.atomic import write_atomic
 
     write_atomic(args.out, lambda tmp: Path(tmp).write_text(json.dumps(figures, indent=1) + "\n"))
