@@ -167,7 +167,7 @@ def start_triton(req: ServeRequest, models: list[DirectionModels]) -> Any:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
-    _python_backend_finds_this_libpython()
+    _loader_path_for_tritonserver()
     # PyTriton logs every failed batch with its traceback; a refused request is the client's to read
     # (fastcycle.export.serve_models.reporting prints the server's own failures).
     logging.getLogger("pytriton.proxy.inference").setLevel(logging.ERROR)
@@ -226,15 +226,25 @@ def _no_error_line_per_request(req: ServeRequest, triton: Any) -> None:
         )
 
 
-def _python_backend_finds_this_libpython() -> None:
-    """The Python backend's stub links libpython3.X.so by name; put this interpreter's library directory
-    first on the loader's path (tritonserver passes its environment to the stubs). Otherwise the stub
-    may load another build of the same version (e.g. the distribution's in /lib) under this
-    interpreter's standard library, and fail on the first lock it makes."""
+def _loader_path_for_tritonserver() -> None:
+    """LD_LIBRARY_PATH for tritonserver and its Python-backend stubs (they inherit this environment).
+
+    First this interpreter's library directory: the stub links libpython3.X.so by name, and may
+    otherwise load another build of the same version (e.g. the distribution's in /lib) under this
+    interpreter's standard library, and fail on the first lock it makes. Last, the wheel's own
+    libraries (nvidia_pytriton.libs beside the package) when PyTriton looks elsewhere: it takes an
+    install that is not in site.getsitepackages() (one reached through a .pth file or PYTHONPATH) for
+    a source checkout, and tritonserver then misses its bundled libcudart."""
+    from pytriton.utils.distribution import get_libs_path, get_root_module_path
+
     libdir = sysconfig.get_config_var("LIBDIR")
-    path = os.environ.get("LD_LIBRARY_PATH", "")
-    if libdir and libdir not in path.split(os.pathsep):
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, path) if p)
+    wheel_libs = get_root_module_path().parent / "nvidia_pytriton.libs"
+    path = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if libdir and libdir not in path:
+        path.insert(0, libdir)
+    if not get_libs_path().is_dir() and wheel_libs.is_dir() and str(wheel_libs) not in path:
+        path.append(str(wheel_libs))
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(path)
 
 
 def ready_line(req: ServeRequest, models: list[DirectionModels]) -> str:

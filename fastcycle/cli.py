@@ -286,9 +286,13 @@ def _serve_parser(sub: Any, name: str) -> Parser:
     ports.add_argument(
         "--address", default="0.0.0.0", help="where the endpoints listen (default: all interfaces)"
     )
-    ports.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP/REST port (KServe v2)")
-    ports.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port")
-    ports.add_argument("--metrics-port", type=int, default=8002, help="Triton's Prometheus metrics port")
+    ports.add_argument(
+        "--http-port", type=int, default=8000, help="Triton's HTTP/REST port (KServe v2; default: 8000)"
+    )
+    ports.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port (default: 8001)")
+    ports.add_argument(
+        "--metrics-port", type=int, default=8002, help="Triton's Prometheus metrics port (default: 8002)"
+    )
     ports.add_argument(
         "--exit-timeout",
         type=int,
