@@ -13,6 +13,7 @@ SIGTERM or SIGINT: Triton stops taking connections, finishes the requests it hol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ import sysconfig
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastcycle.choices import DIRECTIONS
@@ -82,7 +84,9 @@ def run_serve(req: ServeRequest, say: Callable[[str], None] = print) -> int:
         triton = start_triton(req, models)
         say(ready_line(req, models))
         _wait(triton, stop)
+        started = descendants(os.getpid())
         triton.stop()  # Triton drains (at most --exit-timeout), then the model proxies close
+        _end_stuck(started)
         say("fastcycle serve: stopped")
         return 0
     finally:
@@ -267,3 +271,39 @@ def _wait(triton: Any, stop: threading.Event) -> None:
             triton.stop()
             raise UserError("Triton Inference Server exited unexpectedly; its log is above")
     print("fastcycle serve: stopping: finishing the requests in flight", file=sys.stderr, flush=True)
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid's descendant processes (tritonserver, its stubs and theirs) -> each one's start time."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(int(stat.parent.name))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: dict[int, str] = {}
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if fields := _stat(child):
+            found[child] = fields[19]  # starttime: with the pid, one process and not a later one
+            todo += children.get(child, [])
+    return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state, ppid, ...), or None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _end_stuck(started: dict[int, str]) -> None:
+    """SIGKILL what is left of the server's processes after the stop. tritonserver exits at
+    --exit-timeout even with requests still running, and a Python-backend stub running one then waits
+    for its answer forever, re-parented to init (seen after SIGTERM under load)."""
+    for pid, start in started.items():
+        fields = _stat(pid)
+        if fields and fields[19] == start and fields[0] != "Z":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

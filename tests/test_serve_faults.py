@@ -18,6 +18,7 @@ from PIL import Image
 
 from benchmarks.bench_serve import ServeProcess, free_ports, request_inputs
 from fastcycle.cli import main
+from fastcycle.export.serve import _stat, descendants
 from tests.test_serve import _close, _image, infer, tiny_cyclegan
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
@@ -224,11 +225,21 @@ def test_errors_before_the_server_starts_are_one_line(run, capsys):
             assert len(err) == 1 and phrase in err[0], err
 
 
+def _alive(processes: dict[int, str]) -> list[int]:
+    """Those of `processes` (pid -> start time) still running, after at most 5 s for the kernel."""
+    deadline = time.monotonic() + 5
+    while True:
+        left = [p for p, start in processes.items() if (f := _stat(p)) and f[19] == start and f[0] != "Z"]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def test_sigterm_under_load_answers_or_refuses_every_request_and_exits_0(server, good):
     """4 clients each send requests back to back on their own keep-alive connection; SIGTERM. Triton
     refuses new connections at once and keeps answering the open ones for --exit-timeout seconds, then
     exits; a request still running then gets an error. Every client call returns (none hangs), some
-    are answered after the signal, and the command exits 0."""
+    are answered after the signal, the command exits 0 and none of its processes outlives it."""
     outcomes: list[tuple[str, float]] = []
     stop_at: list[float] = []
 
@@ -247,6 +258,7 @@ def test_sigterm_under_load_answers_or_refuses_every_request_and_exits_0(server,
     for t in threads:
         t.start()
     time.sleep(0.5)
+    processes = descendants(server.proc.pid)  # tritonserver and its stubs: none may outlive the stop
     stop_at.append(time.monotonic())
     server.proc.send_signal(signal.SIGTERM)
     for t in threads:
@@ -255,5 +267,6 @@ def test_sigterm_under_load_answers_or_refuses_every_request_and_exits_0(server,
     assert server.proc.wait(30) == 0, server.log_tail()
     assert any(o == "ok" and t > stop_at[0] for o, t in outcomes), "nothing in flight was answered"
     assert sum(o != "ok" for o, _ in outcomes) == 4  # each client ends on its one error
+    assert len(processes) >= 3 and not _alive(processes), _alive(processes)
     with pytest.raises(ConnectionError):
         socket.create_connection(("127.0.0.1", server.http_port), timeout=5).close()
