@@ -299,11 +299,30 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def _end_stuck(started: dict[int, str]) -> None:
-    """SIGKILL what is left of the server's processes after the stop. tritonserver exits at
-    --exit-timeout even with requests still running, and a Python-backend stub running one then waits
-    for its answer forever, re-parented to init (seen after SIGTERM under load)."""
+    """SIGKILL what is left of the server's processes after the stop, and remove the shared memory
+    they held. tritonserver exits at --exit-timeout even with requests still running, and a
+    Python-backend stub running one then waits for its answer forever, re-parented to init (seen after
+    SIGTERM under load); killed, it leaves its /dev/shm files: the Python backend's region (named with
+    this process's id by PyTriton) and PyTriton's tensor blocks (those it had mapped)."""
+    left: list[Path] = []
     for pid, start in started.items():
         fields = _stat(pid)
         if fields and fields[19] == start and fields[0] != "Z":
+            left += _shared_memory(pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    if left:
+        left += Path("/dev/shm").glob(f"pytrtion{os.getpid()}-*")
+    for path in set(left):
+        path.unlink(missing_ok=True)
+
+
+def _shared_memory(pid: int) -> list[Path]:
+    """The /dev/shm files process `pid` has mapped."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return []
+    return [
+        Path(line.split(None, 5)[5]) for line in maps if "/dev/shm/" in line and len(line.split(None, 5)) == 6
+    ]

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,5 +269,6 @@ def test_sigterm_under_load_answers_or_refuses_every_request_and_exits_0(server,
     assert any(o == "ok" and t > stop_at[0] for o, t in outcomes), "nothing in flight was answered"
     assert sum(o != "ok" for o, _ in outcomes) == 4  # each client ends on its one error
     assert len(processes) >= 3 and not _alive(processes), _alive(processes)
+    assert not list(Path("/dev/shm").glob(f"pytrtion{server.proc.pid}-*"))  # the stubs' region, removed
     with pytest.raises(ConnectionError):
         socket.create_connection(("127.0.0.1", server.http_port), timeout=5).close()
