@@ -6,20 +6,22 @@
 # Each stage runs under its own time limit with its own log; one that fails or times out keeps its log
 # and the next still runs. The whole script stays within DEVICE_SECONDS (default 530: under 9 minutes,
 # inside the tool's 10-minute command limit); the benchmarks get what the install and the tests left,
-# less PROFILE_SECONDS for the profile and a margin. Outputs, flat, at most 7 files (the tool fetches 8):
+# less PROFILE_SECONDS for the profile, SERVE_SECONDS for the serve load test and a margin. Outputs,
+# flat, at most 8 files (the tool fetches 8):
 #   <gpu>-<date>-<sha>.json                        the results file (benchmarks/results.py)
-#   install.log gpu_tests.log bench.log profile.log  one log per stage
+#   install.log gpu_tests.log bench.log serve.log profile.log  one log per stage
 #   profile.md                                     the profile table (benchmarks/profile_step.py)
 #   summary.txt                                    what is printed at the end
 # into $OUT when it is set (the device tool), else the JSON into benchmarks/results/ and the rest into
 # benchmarks/results/device/ (not committed). Environment: PYTHON (default python3), DEVICE_SECONDS,
-# PROFILE_SECONDS (default 100).
+# PROFILE_SECONDS (default 100), SERVE_SECONDS (default 75).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 TOTAL=${DEVICE_SECONDS:-530}
 PROFILE_S=${PROFILE_SECONDS:-100}
+SERVE_S=${SERVE_SECONDS:-75}
 if [ -n "${OUT:-}" ]; then
   RESULTS=$OUT
   LOGS=$OUT
@@ -58,7 +60,7 @@ stage gpu_tests 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider -ra --continue
 
 # 3. The performance record: as much of `pytest benchmarks/` as fits. 45 s of the limit beyond the
 # budget let a case that runs past its estimate finish; a run stopped anyway leaves a partial file.
-BUDGET=$(($(left) - PROFILE_S - 50))
+BUDGET=$(($(left) - PROFILE_S - SERVE_S - 50))
 [ "$BUDGET" -lt 60 ] && BUDGET=60
 MARK=$(mktemp)
 stage bench $((BUDGET + 45)) "$PY" -m pytest benchmarks/ --budget "$BUDGET" --results-dir "$RESULTS" \
@@ -66,13 +68,20 @@ stage bench $((BUDGET + 45)) "$PY" -m pytest benchmarks/ --budget "$BUDGET" --re
 RESULT_FILE=$(find "$RESULTS" -maxdepth 1 -name '*.json' -newer "$MARK" | head -n 1)
 rm -f "$MARK"
 
-# 4. Where the best step's time goes (the fastest training case measured above, else best-b8).
+# 4. `fastcycle serve` under load, where PyTriton is installed: 16 clients x 16 requests, 256x256, bf16;
+# its figures are the JSON line at the end of serve.log.
+stage serve "$SERVE_S" bash -c "$PY -c 'import pytriton.triton' 2>/dev/null \
+  || { echo 'skipped: PyTriton is not installed (pip install fastcycle[serve])'; exit 0; }; \
+  $PY -m benchmarks.bench_serve --device cuda --amp --clients 16 --requests 16 --size 256 \
+  --out /tmp/fastcycle_bench_serve.json"
+
+# 5. Where the best step's time goes (the fastest training case measured above, else best-b8).
 LIMIT=$(($(left) - 10))
 [ "$LIMIT" -lt 60 ] && LIMIT=60
 stage profile "$LIMIT" "$PY" -m benchmarks.profile_step ${RESULT_FILE:+--results "$RESULT_FILE"} \
   --out "$LOGS/profile.md"
 
-# 5. The summary: the profile, the benchmark table, then each stage (last, so it is never cut off).
+# 6. The summary: the profile, the benchmark table, the serve figures, then each stage (last, so it is never cut off).
 {
   echo
   echo "== profile ($LOGS/profile.md)"
@@ -80,6 +89,9 @@ stage profile "$LIMIT" "$PY" -m benchmarks.profile_step ${RESULT_FILE:+--results
   echo
   echo "== benchmarks (${RESULT_FILE:-no results file written}; log $LOGS/bench.log)"
   sed -n '/ benchmarks --budget /,$p' "$LOGS/bench.log"
+  echo
+  echo "== serve ($LOGS/serve.log)"
+  tail -n 1 "$LOGS/serve.log" 2>/dev/null
   echo
   echo "== stages (${TOTAL}s allowed, $((SECONDS - START))s taken; benchmark budget ${BUDGET}s)"
   printf '%s\n' "${STAGES[@]}"

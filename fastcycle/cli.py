@@ -275,6 +275,81 @@ def _triton_repo_flags(p: Parser) -> None:
     )
 
 
+def _serve_parser(sub: Any, name: str) -> Parser:
+    p = sub.add_parser(
+        name,
+        help="serve a run's generators with Triton Inference Server (HTTP :8000, gRPC :8001, metrics :8002)",
+        description="Serve each generator of a run as Triton models: AtoB and BtoA take uint8 (H, W, C) "
+        "arrays (tensor 'image', batch dimension first) and answer arrays; AtoB_encoded and BtoA_encoded "
+        "take the bytes of a PNG or JPEG file (BYTES tensor 'image', shape [1]) and answer a PNG. Health: "
+        "GET /v2/health/ready on the HTTP port; Prometheus metrics: GET /metrics on the metrics port. "
+        "SIGTERM or Ctrl-C: finish the requests in flight, exit 0. Needs pip install 'fastcycle[serve]'.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="fastcycle run folder or checkpoint, or a reference .pth (torch); or an exported .onnx, "
+        ".plan (TensorRT) or .pt2 (AOTInductor) file",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="inference engine; auto: by the --checkpoint file's suffix (.onnx, .plan, .pt2), else torch",
+    )
+    p.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        help="serve only this generator (default: a CycleGAN run's AtoB and BtoA, another file's as AtoB)",
+    )
+    device_flags(p, kernels=True)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+    p.add_argument(
+        "--compile", action="store_true", help="not available: serve an --backend aoti or tensorrt export"
+    )
+    batching = Group(p, "batching and limits")
+    batching.add_argument(
+        "--max-batch", type=int, default=8, help="largest batch of same-shape array requests Triton forms"
+    )
+    batching.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=1000,
+        help="microseconds a request may wait in Triton's queue for others to batch with",
+    )
+    batching.add_argument(
+        "--max-pixels",
+        type=int,
+        default=4096 * 4096,
+        help="refuse images with more pixels (height x width) than this (default: 4096x4096)",
+    )
+    batching.add_argument(
+        "--encoded-instances",
+        type=int,
+        default=2,
+        help="instances of each *_encoded model, i.e. encoded requests decoded and encoded at once",
+    )
+    ports = Group(p, "endpoints")
+    ports.add_argument(
+        "--address", default="0.0.0.0", help="where the endpoints listen (default: all interfaces)"
+    )
+    ports.add_argument(
+        "--http-port", type=int, default=8000, help="Triton's HTTP/REST port (KServe v2; default: 8000)"
+    )
+    ports.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port (default: 8001)")
+    ports.add_argument(
+        "--metrics-port", type=int, default=8002, help="Triton's Prometheus metrics port (default: 8002)"
+    )
+    ports.add_argument(
+        "--exit-timeout",
+        type=int,
+        default=20,
+        help="seconds a stop waits for requests in flight and open client connections (at most 25)",
+    )
+    _reference_architecture(p)
+    return p
+
+
 def _plot_parser(sub: Any, name: str) -> Parser:
     p = sub.add_parser(name, help="draw a run's loss curves to a PNG")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output folder (with metrics.jsonl)")
@@ -385,6 +460,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fastcycle.export.serve import ServeRequest, run_serve
+
+    return run_serve(_request(ServeRequest, args))
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from fastcycle.plot import plot_run
 
@@ -406,6 +487,7 @@ COMMANDS = {  # name: (the function adding its parser, the function running it)
     "distill": (_distill_parser, cmd_distill),
     "translate": (_translate_parser, cmd_translate),
     "export": (_export_parser, cmd_export),
+    "serve": (_serve_parser, cmd_serve),
     "sample": (_sample_parser, cmd_sample),
     "plot": (_plot_parser, cmd_plot),
 }
