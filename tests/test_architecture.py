@@ -121,7 +121,16 @@ LAYERS = [
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),
     ("export", ["fastcycle.export"]),
     # The package itself is the public API: `fastcycle.load_translator` comes from the export layer.
-    ("command", ["fastcycle.cli", "fastcycle.cli_flags", "fastcycle.__main__", "fastcycle"]),
+    (
+        "command",
+        [
+            "fastcycle.cli",
+            "fastcycle.cli_flags",
+            "fastcycle.cli_generators",
+            "fastcycle.__main__",
+            "fastcycle",
+        ],
+    ),
 ]
 
 
