@@ -35,6 +35,7 @@ import numpy as np
 
 READY = "ready"  # the word of `fastcycle serve`'s ready line
 START_TIMEOUT_S = 180  # torch import, the checkpoint, tritonserver and one Python stub per model instance
+COMPILE_TIMEOUT_S = 1200  # --compile: Inductor builds two graphs per generator before the ready line
 
 
 def free_ports(n: int) -> list[int]:
@@ -54,6 +55,7 @@ class ServeProcess:
     (a pipe nobody reads would block the server once full)."""
 
     def __init__(self, args: list[str], logs: Path, env: dict[str, str] | None = None):
+        self.args = args
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         ports = [
             "--http-port",
@@ -75,7 +77,7 @@ class ServeProcess:
         return f"127.0.0.1:{self.http_port}"
 
     def _wait_ready(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + (COMPILE_TIMEOUT_S if "--compile" in self.args else START_TIMEOUT_S)
         while time.monotonic() < deadline:
             for line in self.out_path.read_text(errors="replace").splitlines():
                 if line.startswith("fastcycle serve:") and READY in line:
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoded", action="store_true", help="PNG bytes to AtoB_encoded instead of arrays")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="serve with --amp (bf16 autocast)")
+    p.add_argument("--compile", action="store_true", help="serve with --compile (Inductor, before ready)")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue-delay-us", type=int, default=1000)
     p.add_argument("--out", default="bench_serve.json", help="JSON file to write")
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.url:
             checkpoint = args.checkpoint or str(random_generator(Path(tmp), args.netG, args.ngf))
             flags = ["--checkpoint", checkpoint, "--device", args.device, "--direction", "AtoB"]
-            flags += ["--amp"] * args.amp
+            flags += ["--amp"] * args.amp + ["--compile"] * args.compile
             flags += [
                 "--max-batch",
                 str(args.max_batch),
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             status = server.stop() if server else None
     figures |= {"server": "started" if server else args.url, "server_exit_status": status}
     figures |= {"checkpoint": args.checkpoint or f"random {args.netG} ngf {args.ngf}", "device": args.device}
-    figures |= {"amp": args.amp}
+    figures |= {"amp": args.amp, "compile": args.compile}
     from fastcycle.atomic import write_atomic
 
     write_atomic(args.out, lambda tmp: Path(tmp).write_text(json.dumps(figures, indent=1) + "\n"))

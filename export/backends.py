@@ -36,8 +36,8 @@ def open_runner(
     generator_kw: dict[str, Any] | None = None,
 ) -> Runner:
     """The `backend` runner of `model`: a run/checkpoint/.pth/.safetensors or a GeneratorFile already
-    read (torch), or an .onnx, .plan or .pt2 file. generator_kw: direction, kernels and a reference
-    .pth's architecture, for torch."""
+    read (torch), or an .onnx, .plan or .pt2 file. generator_kw: direction, kernels, compile_backend
+    (torch.compile's backend, or None: eager) and a reference .pth's architecture, for torch."""
     backend = resolve_backend(backend, model) if isinstance(model, str | Path) else "torch"
     if backend == "torch":
         from fastcycle.runner import TorchRunner
@@ -45,11 +45,12 @@ def open_runner(
 
         kw = dict(generator_kw or {})
         direction, kernels = kw.pop("direction", "AtoB"), kw.pop("kernels", "torch")
+        compile_backend = kw.pop("compile_backend", None)
         source = read_generator_file(model, direction, kw) if isinstance(model, str | Path) else model
         net = source.generator(direction, kernels)
         if net.spec.noise:
             raise UserError(f"{source.path} is a DCGAN: it makes images from noise; use `fastcycle sample`")
-        return TorchRunner(net, device, amp_dtype)
+        return TorchRunner(net, device, amp_dtype, compile_backend)
     if backend == "onnxruntime":
         from fastcycle.export.ort import OrtRunner
 

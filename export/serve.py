@@ -46,7 +46,7 @@ class ServeRequest:
     direction: str | None = None  # serve only this direction (None: all of the run's)
     device: str = "auto"  # cuda, cuda:N, cpu or auto
     amp: bool = False  # bf16 autocast where the device runs it fast (torch)
-    compile: bool = False  # refused: see _refuse_compile
+    compile: bool = False  # torch.compile the torch backend's generators (Inductor, dynamic shapes)
     kernels: str = "auto"  # auto, torch or triton (torch backend)
     max_batch: int = 8  # largest batch Triton's dynamic batcher forms (array requests of one shape)
     max_queue_delay_us: int = 1000  # how long a request may wait in Triton's queue for others to join
@@ -73,7 +73,6 @@ class ServeRequest:
 def run_serve(req: ServeRequest, say: Callable[[str], None] = print) -> int:
     """Serve until SIGTERM or SIGINT; `say` gets the ready line and the stop line. Returns 0 after a
     stop; UserError for what the user can fix (PyTriton missing, a port taken, a bad checkpoint)."""
-    _refuse_compile(req)
     _check_pytriton()
     _check_ports(req)
     stop = threading.Event()
@@ -81,6 +80,8 @@ def run_serve(req: ServeRequest, say: Callable[[str], None] = print) -> int:
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         models = open_models(req)
+        if req.compile:
+            _compile_now(models)
         triton = start_triton(req, models)
         say(ready_line(req, models))
         _wait(triton, stop)
@@ -92,14 +93,6 @@ def run_serve(req: ServeRequest, say: Callable[[str], None] = print) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def _refuse_compile(req: ServeRequest) -> None:
-    if req.compile:
-        raise UserError(
-            "--compile is not available for serve: its torch backend runs eager; for a compiled generator "
-            "serve an AOTInductor package (--backend aoti) or a TensorRT engine (--backend tensorrt)"
-        )
 
 
 def _check_pytriton() -> None:
@@ -146,7 +139,13 @@ def open_models(req: ServeRequest, say: Callable[[str], None] | None = None) -> 
         if backend == "torch":
             source = read
     limits = ServeLimits(req.max_pixels)
-    common = {"device": req.device, "amp": req.amp, "kernels": req.kernels, "say": say}
+    common = {
+        "device": req.device,
+        "amp": req.amp,
+        "compile": req.compile,
+        "kernels": req.kernels,
+        "say": say,
+    }
     return [
         DirectionModels(
             d,
@@ -157,6 +156,20 @@ def open_models(req: ServeRequest, say: Callable[[str], None] | None = None) -> 
         )
         for d in directions
     ]
+
+
+def _compile_now(models: list[DirectionModels]) -> None:
+    """Compile each generator before the server is ready rather than in its first client's request: one
+    graph for a batch of one image and one for larger batches (torch specializes a dimension of 1), each
+    for every image size (dynamic shapes). Not square: torch would trace equal H and W as one size (duck
+    shaping) and compile again at the first request that is not square."""
+    import numpy as np
+
+    for m in models:
+        print(f"fastcycle serve: compiling {m.name} (minutes on a CPU)", file=sys.stderr, flush=True)
+        image = np.zeros((64, 48, m.translator.runner.input_nc), np.uint8)
+        for batch in (1, 2):
+            m.translator.translate_arrays([image] * batch)
 
 
 def _is_exported(path: str) -> bool:

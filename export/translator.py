@@ -33,6 +33,7 @@ def load_translator(
     device: str | torch.device = "auto",
     amp: bool = False,
     *,
+    compile: bool | str = False,
     kernels: str = "auto",
     architecture: dict[str, Any] | None = None,
     max_batch: int = 32,
@@ -45,9 +46,11 @@ def load_translator(
     architecture in `architecture`: netG, ngf, norm, dropout, input_nc, output_nc), or an exported .onnx,
     .plan or .pt2 file. backend: torch, onnxruntime, tensorrt, aoti, or auto (by the file's suffix, torch
     for a run or checkpoint). device: cpu, cuda, cuda:N or auto. amp: bf16 autocast (torch) where the
-    device runs it fast. options: TranslateOptions' fields (memory_limit, tile, tile_overlap, load_size,
-    max_side, keep_size, output_bits, scratch_dir). max_batch: the batch bound of an AOTInductor package
-    made from a run. say: where its one-line decisions go (default: stderr).
+    device runs it fast. compile: torch.compile the generator (torch backend only) with Inductor (True)
+    or the named torch.compile backend, dynamic shapes: the first call of a batch of one and of a larger
+    batch each compile once. options: TranslateOptions' fields (memory_limit, tile, tile_overlap,
+    load_size, max_side, keep_size, output_bits, scratch_dir). max_batch: the batch bound of an
+    AOTInductor package made from a run. say: where its one-line decisions go (default: stderr).
     """
     from fastcycle.runtime import resolve_device, resolve_kernels, resolve_precision
 
@@ -58,24 +61,40 @@ def load_translator(
         opts = TranslateOptions(**options)
     except TypeError as e:
         raise TypeError(f"load_translator: {e}; the options are TranslateOptions' fields") from None
+    compile_backend = None if not compile else "inductor" if compile is True else str(compile)
     runner, program, segments = _open(
-        source, direction, backend, device, precision.dtype, kernels, dict(architecture or {}), max_batch, say
+        source,
+        direction,
+        backend,
+        device,
+        precision.dtype,
+        kernels,
+        compile_backend,
+        architecture,
+        max_batch,
+        say,
     )
     return Translator(runner, opts, program=program, segments=segments, say=say)
 
 
-def _open(source, direction, backend, device, amp_dtype, kernels, arch, max_batch, say) -> tuple:
+def _open(source, direction, backend, device, amp_dtype, kernels, compile_backend, arch, max_batch, say):
     """(runner, program, segments) for load_translator."""
     from fastcycle.export.backends import open_runner, resolve_backend
     from fastcycle.export.cache import cached_export, needs_export
     from fastcycle.tiling import program_from_module
     from fastcycle.trained import GeneratorFile, read_generator_file
 
-    kw = arch | {"direction": direction, "kernels": kernels}
+    arch = dict(arch or {})
+    kw = arch | {"direction": direction, "kernels": kernels, "compile_backend": compile_backend}
     if isinstance(source, GeneratorFile):
         runner = open_runner("torch", source, device, amp_dtype, kw)
         return runner, program_from_module(runner.net), None
     backend = resolve_backend(backend, source)
+    if compile_backend is not None and backend != "torch":
+        raise UserError(
+            f"--compile compiles the torch backend's generator; the {backend} backend runs an engine already "
+            "compiled: drop --compile, or use --backend torch"
+        )
     exported = needs_export(backend, source)  # a run or checkpoint for a backend that runs exports
     model: Any = source
     if exported:

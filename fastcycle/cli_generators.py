@@ -233,7 +233,9 @@ def serve_parser(sub: Any, name: str) -> Parser:
     device_flags(p, kernels=True)
     p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
     p.add_argument(
-        "--compile", action="store_true", help="not available: serve an --backend aoti or tensorrt export"
+        "--compile",
+        action="store_true",
+        help="torch backend: torch.compile each generator (Inductor, any image size) before serving",
     )
     batching = Group(p, "batching and limits")
     batching.add_argument(

@@ -52,24 +52,37 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        device: torch.device,
+        amp_dtype: torch.dtype | None = None,
+        compile_backend: str | None = None,
+    ):
         self.layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.net = net.to(device, memory_format=self.layout).eval()
+        # compile_backend: torch.compile's backend ("inductor" for --compile). dynamic=True: one graph for
+        # every image size (a server or a folder sees many), where static shapes would recompile per size
+        # and stop compiling after torch's recompile limit. The tiling program reads self.net, uncompiled.
+        self.forward = self.net
+        if compile_backend is not None:
+            self.forward = torch.compile(self.net, backend=compile_backend, dynamic=True, fullgraph=True)
         self.device, self.amp_dtype = device, amp_dtype
         self.size_multiple = net.spec.size_multiple
         self.input_nc, self.output_nc = image_channels(net)
         self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")
         layout = ", channels-last" if self.layout == torch.channels_last else ""
         fused = any(isinstance(m, FusedInstanceNorm2d | ReflectConv2d) for m in net.modules())
+        how = "eager" if compile_backend is None else f"compiled ({compile_backend})"
         self.note = (
-            f"torch eager on {device}, {self.precision}{layout}, {'triton' if fused else 'torch'} kernels"
+            f"torch {how} on {device}, {self.precision}{layout}, {'triton' if fused else 'torch'} kernels"
         )
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.net(x).float()
+            return self.forward(x).float()
 
 
 def run_padded(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:

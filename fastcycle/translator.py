@@ -14,6 +14,7 @@ any size gives the whole-image result. Opening a backend is the export layer's
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 _BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}  # the array dtypes taken, and their depth
 # Precisions whose significand cannot carry 16-bit pixels (bf16: 8 bits, fp16: 11 bits).
 _REDUCED = ("bf16", "fp16")
+SHAPES_KEPT = 256  # (batch, height, width) shapes whose memory estimate is kept
 
 
 @dataclass
@@ -102,7 +104,7 @@ class Translator:
         self.memory_limit = self.options.memory_limit or default_memory_limit(runner.device)
         self._said: set[str] = set()
         self._tiled: Any = None
-        self._bytes: dict[tuple[int, int, int], int] = {}  # (n, h, w) -> whole_image_bytes
+        self._bytes: OrderedDict[tuple[int, int, int], int] = OrderedDict()  # (n, h, w) -> whole_image_bytes
 
     @property
     def input_nc(self) -> int:
@@ -257,7 +259,11 @@ class Translator:
         need, per = self._whole_bytes(n, hp, wp), self._whole_bytes(1, hp, wp)
         need_s = format_bytes(need)
         if need <= self.memory_limit:
-            self._once(f"images run whole while a pass fits --memory-limit {limit} ({w}x{h} x{n}: ~{need_s})")
+            # Said once, for the first shape: a server sees as many shapes as its clients send.
+            self._once(
+                f"images run whole while a pass fits --memory-limit {limit} ({w}x{h} x{n}: ~{need_s})",
+                "whole",
+            )
             return self._whole(x)
         if per <= self.memory_limit:
             k = max(1, int(self.memory_limit // per))
@@ -286,13 +292,19 @@ class Translator:
         return y.float().to(x.device)
 
     def _whole_bytes(self, n: int, h: int, w: int) -> int:
-        """whole_image_bytes, kept per shape: walking the program costs ~0.2 ms, and a folder's batches
-        repeat a few shapes thousands of times (at batch 32 on a GPU, a batch takes a few ms)."""
-        if (n, h, w) not in self._bytes:
-            from fastcycle.tiling import whole_image_bytes
+        """whole_image_bytes, kept for the last SHAPES_KEPT shapes: walking the program costs ~0.2 ms, and
+        a folder's batches repeat a few shapes thousands of times (at batch 32 on a GPU, a batch takes a
+        few ms); bounded because a server sees as many shapes as its clients send."""
+        key = (n, h, w)
+        if key in self._bytes:
+            self._bytes.move_to_end(key)
+            return self._bytes[key]
+        from fastcycle.tiling import whole_image_bytes
 
-            self._bytes[n, h, w] = whole_image_bytes(self.program, n, h, w, self._dtype())
-        return self._bytes[n, h, w]
+        self._bytes[key] = whole_image_bytes(self.program, n, h, w, self._dtype())
+        if len(self._bytes) > SHAPES_KEPT:
+            self._bytes.popitem(last=False)
+        return self._bytes[key]
 
     def _dtype(self) -> torch.dtype:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.runner.precision, torch.float32)
@@ -315,7 +327,9 @@ class Translator:
             )
         return self._tiled
 
-    def _once(self, line: str) -> None:
-        if line not in self._said:
-            self._said.add(line)
+    def _once(self, line: str, key: str | None = None) -> None:
+        """Say `line` the first time its key (default: the line itself) comes up."""
+        key = line if key is None else key
+        if key not in self._said:
+            self._said.add(key)
             self.say(line)

@@ -208,10 +208,10 @@ def test_without_pytriton_the_error_says_what_to_install(run, capsys, monkeypatc
 
 
 def test_errors_before_the_server_starts_are_one_line(run, capsys):
-    """Refused before anything starts: the flags, a port taken, --compile."""
+    """Refused before anything starts: the flags, a port taken, --compile of an engine."""
     (taken,) = free_ports(1)
     cases = [
-        (["--compile"], "--compile is not available for serve"),
+        (["--compile", "--backend", "onnxruntime"], "--compile compiles the torch backend's generator"),
         (["--max-batch", "0"], "--max-batch must be at least 1"),
         (["--exit-timeout", "60"], "--exit-timeout must be between 0 and 25"),
         (["--http-port", str(taken), "--grpc-port", str(taken)], "the three ports must differ"),

@@ -220,3 +220,47 @@ def test_translate_flags_refuse_bad_values_in_one_line(weights, tmp_path, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_compile_traces_one_graph_per_batch_class_for_every_size(weights):
+    """load_translator(compile=...): the generator under torch.compile with dynamic shapes, so that a
+    server's many image sizes share one graph. Dynamo's "eager" backend runs the traced graph with
+    torch's kernels: the tracing and the guards are the ones --compile (Inductor) gets, without
+    Inductor's C++ build, which costs a minute per graph on this CPU (tests/test_compile.py covers it)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = fastcycle.load_translator(weights, device="cpu", compile="eager", say=lambda line: None)
+    eager = fastcycle.load_translator(weights, device="cpu", say=lambda line: None)
+    assert "compiled (eager)" in compiled.note and "eager" in eager.note
+    # Non-square first, as serve's warm-up: a square first image would trace H and W as one size (torch's
+    # duck shaping) and the first non-square one recompile.
+    for batch, (h, w) in [(1, (36, 52)), (1, (32, 32)), (2, (44, 40)), (3, (32, 32)), (2, (33, 47))]:
+        images = [_photo(h, w, seed=i) for i in range(batch)]
+        for got, want in zip(compiled.translate_arrays(images), eager.translate_arrays(images), strict=True):
+            # The traced graph reaches some ops through other ATen paths (instance norm's sums among them),
+            # so an 8-bit pixel may round the other way: one level.
+            assert np.abs(got.astype(int) - want).max() <= PIXEL_TOL
+    # A batch of one and of more are two graphs (torch specializes a size of 1); the sizes add none.
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+
+
+def test_compile_of_an_exported_engine_is_one_line(tmp_path):
+    # Refused by the backend's name (the .onnx suffix), before the file is opened.
+    with pytest.raises(UserError, match="--compile compiles the torch backend's generator"):
+        fastcycle.load_translator(tmp_path / "g.onnx", device="cpu", compile=True)
+
+
+def test_many_sizes_say_the_whole_decision_once_and_keep_few_estimates(weights, monkeypatch):
+    """A server sees as many image sizes as its clients send: one "run whole" line in all, and the
+    memory estimates kept for the last SHAPES_KEPT shapes only."""
+    import fastcycle.translator as translator_module
+
+    monkeypatch.setattr(translator_module, "SHAPES_KEPT", 2)
+    lines: list[str] = []
+    t = fastcycle.load_translator(weights, device="cpu", say=lines.append)
+    for h, w in [(32, 32), (36, 40), (44, 28), (32, 32)]:
+        t.translate_arrays([_photo(h, w)])
+    assert sum("images run whole" in line for line in lines) == 1, lines
+    assert list(t._bytes) == [(1, 44, 28), (1, 32, 32)]  # the two latest, oldest first
