@@ -11,10 +11,8 @@ from fastcycle.config import IMAGE_CHANNELS, ModelConfig, field_index, flag
 from fastcycle.export.backends import BACKENDS
 
 
-def translate_parser(sub: Any, name: str) -> Parser:
-    p = sub.add_parser(
-        name, help="translate images (any size, 8 or 16 bits) and videos with a trained generator"
-    )
+def _model_flags(p: Parser) -> None:
+    """--checkpoint and --backend, as translate and serve take them."""
     p.add_argument(
         "--checkpoint",
         required=True,
@@ -27,6 +25,13 @@ def translate_parser(sub: Any, name: str) -> Parser:
         choices=BACKENDS,
         help="inference engine; auto: by the --checkpoint file's suffix (.onnx, .plan, .pt2), else torch",
     )
+
+
+def translate_parser(sub: Any, name: str) -> Parser:
+    p = sub.add_parser(
+        name, help="translate images (any size, 8 or 16 bits) and videos with a trained generator"
+    )
+    _model_flags(p)
     p.add_argument(
         "--input",
         required=True,
@@ -213,18 +218,7 @@ def serve_parser(sub: Any, name: str) -> Parser:
         "GET /v2/health/ready on the HTTP port; Prometheus metrics: GET /metrics on the metrics port. "
         "SIGTERM or Ctrl-C: finish the requests in flight, exit 0. Needs pip install 'fastcycle[serve]'.",
     )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="fastcycle run folder or checkpoint, or a reference .pth (torch); or an exported .onnx, "
-        ".plan (TensorRT) or .pt2 (AOTInductor) file",
-    )
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=BACKENDS,
-        help="inference engine; auto: by the --checkpoint file's suffix (.onnx, .plan, .pt2), else torch",
-    )
+    _model_flags(p)
     p.add_argument(
         "--direction",
         choices=DIRECTIONS,
