@@ -95,20 +95,11 @@ class ServeProcess:
         )
 
     def pids(self) -> list[int]:
-        """The server's process and all its descendants (tritonserver, one Python stub per instance)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo += children.get(pid, [])
-        return found
+        """The server's process and all its descendants (tritonserver, one Python stub per instance),
+        each parent before its children."""
+        from fastcycle.export.serve import descendants
+
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
     def rss_bytes(self) -> int:
         """VmRSS summed over pids()."""

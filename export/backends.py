@@ -23,6 +23,11 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "aoti")
 BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pt2": "aoti"}
 
 
+def is_exported(model: str | Path) -> bool:
+    """An exported .onnx, .plan/.engine or .pt2 file, by its suffix (not a run, checkpoint or .pth)."""
+    return Path(model).suffix.lower() in BACKEND_BY_SUFFIX
+
+
 def resolve_backend(backend: str, model: str | Path) -> str:
     """`auto` -> the backend of the file's suffix, torch for anything else (a run, a .pth)."""
     return BACKEND_BY_SUFFIX.get(Path(model).suffix.lower(), "torch") if backend == "auto" else backend

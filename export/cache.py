@@ -21,7 +21,7 @@ import torch
 
 from fastcycle.atomic import write_atomic
 from fastcycle.errors import UserError
-from fastcycle.export.backends import BACKEND_BY_SUFFIX
+from fastcycle.export.backends import is_exported
 
 SUFFIX = {"onnxruntime": ".onnx", "aoti": ".pt2"}
 PREFIX = "export-"  # export-AtoB-<key>.onnx
@@ -30,9 +30,7 @@ _TRIES = 3  # the checkpoint of a live run may be replaced while it is exported:
 
 def needs_export(backend: str, model: str | os.PathLike) -> bool:
     """True when `backend` runs exported files but `model` is a run folder or a checkpoint."""
-    return (
-        backend in ("onnxruntime", "aoti", "tensorrt") and Path(model).suffix.lower() not in BACKEND_BY_SUFFIX
-    )
+    return backend in ("onnxruntime", "aoti", "tensorrt") and not is_exported(model)
 
 
 def _sha256(path: Path) -> str:

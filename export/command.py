@@ -225,7 +225,7 @@ def _triton_options(req: ExportRequest, device: torch.device) -> TritonOptions:
         instances=req.triton_instances,
         instance_kind=req.triton_instance_kind,
     )
-    check_options(opts, req.dynamic_hw, dcgan=False)
+    check_options(opts, req.dynamic_hw)
     check_target(Path(req.triton_repo))
     require_model_config()
     if opts.backend == "tensorrt":
@@ -242,10 +242,10 @@ def _write_triton_repo(
 ) -> Path:
     """Every generator of `source` (read once) exported into the repository, each checked for parity."""
     from fastcycle.export.ort import OrtRunner
-    from fastcycle.export.triton_repo import check_options, model_names, write_repo
+    from fastcycle.export.triton_repo import model_names, refuse_dcgan, write_repo
     from fastcycle.version import __version__
 
-    check_options(opts, req.dynamic_hw, dcgan=source.model == "dcgan")
+    refuse_dcgan(source.model)
     repo, lines = Path(req.triton_repo), []  # said once the repository is in place
 
     def build(name: str, version: Path, scratch: Path) -> Path:

@@ -59,6 +59,11 @@ class ServeRequest:
     exit_timeout: int = 20  # seconds a stop waits for requests in flight and open connections
     generator_kw: dict[str, Any] = field(default_factory=dict)  # a reference .pth's architecture
 
+    @property
+    def local_host(self) -> str:
+        """Where a client on this machine reaches the endpoints."""
+        return "localhost" if self.address in ALL_INTERFACES else self.address
+
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_pixels", "encoded_instances"):
             if getattr(self, name) < 1:
@@ -124,12 +129,12 @@ def _check_ports(req: ServeRequest) -> None:
 def open_models(req: ServeRequest, say: Callable[[str], None] | None = None) -> list[DirectionModels]:
     """One DirectionModels per served direction: a CycleGAN run's two, any other generator's one (AtoB,
     or --direction's); the checkpoint read once for the torch backend."""
-    from fastcycle.export.backends import resolve_backend
+    from fastcycle.export.backends import is_exported, resolve_backend
     from fastcycle.export.translator import load_translator
     from fastcycle.trained import read_generator_file
 
     backend = resolve_backend(req.backend, req.checkpoint)
-    exported = not os.path.isdir(req.checkpoint) and _is_exported(req.checkpoint)
+    exported = not os.path.isdir(req.checkpoint) and is_exported(req.checkpoint)
     source: Any = req.checkpoint
     directions = [req.direction] if req.direction else ["AtoB"]
     if not exported:
@@ -170,12 +175,6 @@ def _compile_now(models: list[DirectionModels]) -> None:
         image = np.zeros((64, 48, m.translator.runner.input_nc), np.uint8)
         for batch in (1, 2):
             m.translator.translate_arrays([image] * batch)
-
-
-def _is_exported(path: str) -> bool:
-    from fastcycle.export.backends import BACKEND_BY_SUFFIX
-
-    return os.path.splitext(path)[1].lower() in BACKEND_BY_SUFFIX
 
 
 def start_triton(req: ServeRequest, models: list[DirectionModels]) -> Any:
@@ -236,8 +235,7 @@ def _no_error_line_per_request(req: ServeRequest, triton: Any) -> None:
     import tritonclient.http
     from pytriton.triton import TRITON_ACCESS_HEADER
 
-    host = "localhost" if req.address in ALL_INTERFACES else req.address
-    with tritonclient.http.InferenceServerClient(f"{host}:{req.http_port}") as client:
+    with tritonclient.http.InferenceServerClient(f"{req.local_host}:{req.http_port}") as client:
         client.update_log_settings(
             {"log_error": False}, headers={TRITON_ACCESS_HEADER: triton.get_access_token()}
         )
@@ -265,7 +263,7 @@ def _loader_path_for_tritonserver() -> None:
 
 
 def ready_line(req: ServeRequest, models: list[DirectionModels]) -> str:
-    host = "localhost" if req.address in ALL_INTERFACES else req.address
+    host = req.local_host
     names = ", ".join(n for m in models for n in (m.name, m.encoded_name))
     where = " (all interfaces)" if req.address in ALL_INTERFACES else ""
     return (

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -79,7 +78,7 @@ def load_translator(
 
 def _open(source, direction, backend, device, amp_dtype, kernels, compile_backend, arch, max_batch, say):
     """(runner, program, segments) for load_translator."""
-    from fastcycle.export.backends import open_runner, resolve_backend
+    from fastcycle.export.backends import is_exported, open_runner, resolve_backend
     from fastcycle.export.cache import cached_export, needs_export
     from fastcycle.tiling import program_from_module
     from fastcycle.trained import GeneratorFile, read_generator_file
@@ -101,7 +100,7 @@ def _open(source, direction, backend, device, amp_dtype, kernels, compile_backen
         extra = {"say": say} if say is not None else {}
         model = cached_export(source, backend, direction, device, arch, max(32, max_batch), **extra)
     elif backend == "torch":
-        if Path(source).suffix.lower() in (".onnx", ".plan", ".engine", ".pt2"):
+        if is_exported(source):
             raise UserError(f"{source} is an exported file; open it with backend='auto' or its own backend")
         model = read_generator_file(source, direction, arch)
     runner = open_runner(backend, model, device, amp_dtype, kw)

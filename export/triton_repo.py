@@ -80,10 +80,8 @@ def parse_preferred(text: str | None, max_batch: int) -> tuple[int, ...]:
     )
 
 
-def check_options(opts: TritonOptions, dynamic_hw: bool, dcgan: bool) -> None:
+def check_options(opts: TritonOptions, dynamic_hw: bool) -> None:
     """One UserError line for a combination the repository cannot serve."""
-    if dcgan:
-        raise UserError("--triton-repo serves image translators; a DCGAN generator exports to --onnx")
     if opts.backend not in BACKENDS:
         raise UserError(f"--triton-backend {opts.backend!r} is not one of: {', '.join(BACKENDS)}")
     if opts.accelerator not in ACCELERATORS:
@@ -114,6 +112,12 @@ def check_options(opts: TritonOptions, dynamic_hw: bool, dcgan: bool) -> None:
                 f"--trt-precision {opts.precision}: the ONNX Runtime backend's TensorRT accelerator takes "
                 "fp32 or fp16"
             )
+
+
+def refuse_dcgan(model: str) -> None:
+    """The generator's family, known once the checkpoint is read."""
+    if model == "dcgan":
+        raise UserError("--triton-repo serves image translators; a DCGAN generator exports to --onnx")
 
 
 def model_names(model: str | None, direction: str) -> list[str]:
