@@ -286,18 +286,17 @@ def _wait(triton: Any, stop: threading.Event) -> None:
 
 def descendants(pid: int) -> dict[int, str]:
     """pid's descendant processes (tritonserver, its stubs and theirs) -> each one's start time."""
+    read = ((int(p.parent.name), _stat(int(p.parent.name))) for p in Path("/proc").glob("[0-9]*/stat"))
+    stats = {child: fields for child, fields in read if fields}  # read once; gone ones left out
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        fields = _stat(int(stat.parent.name))
-        if fields:
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
     found: dict[int, str] = {}
     todo = list(children.get(pid, []))
     while todo:
         child = todo.pop()
-        if fields := _stat(child):
-            found[child] = fields[19]  # starttime: with the pid, one process and not a later one
-            todo += children.get(child, [])
+        found[child] = stats[child][19]  # starttime: with the pid, one process and not a later one
+        todo += children.get(child, [])
     return found
 
 

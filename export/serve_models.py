@@ -104,16 +104,20 @@ class DirectionModels:
             raise BadRequestError(
                 f"the image has {c} channels; {self.name} takes 1 (gray) or 3 (RGB), channels last (H, W, C)"
             )
-        if h * w > self.limits.max_pixels:
-            raise BadRequestError(
-                f"the image is {w}x{h} = {h * w} pixels, more than this server's limit of "
-                f"{self.limits.max_pixels} (--max-pixels); send a smaller image"
-            )
+        _check_pixels(h, w, self.limits)
         return a
 
     def _translate(self, images: list[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
             return self.translator.translate_arrays(images)
+
+
+def _check_pixels(h: int, w: int, limits: ServeLimits) -> None:
+    if h * w > limits.max_pixels:
+        raise BadRequestError(
+            f"the image is {w}x{h} = {h * w} pixels, more than this server's limit of "
+            f"{limits.max_pixels} (--max-pixels); send a smaller image"
+        )
 
 
 def _one_bytes(value: np.ndarray) -> bytes:
@@ -141,11 +145,7 @@ def decode(data: bytes, limits: ServeLimits) -> np.ndarray:
     except Exception as e:  # DecompressionBombError and the other header errors
         raise BadRequestError(f"the image bytes cannot be read: {e}") from None
     w, h = img.size
-    if h * w > limits.max_pixels:
-        raise BadRequestError(
-            f"the image is {w}x{h} = {h * w} pixels, more than this server's limit of "
-            f"{limits.max_pixels} (--max-pixels); send a smaller image"
-        )
+    _check_pixels(h, w, limits)
     try:
         img.load()
     except Exception as e:  # truncated or corrupt pixel data: OSError, SyntaxError, ValueError, ...
