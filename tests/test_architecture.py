@@ -116,6 +116,7 @@ LAYERS = [
             "fastcycle.tiling",
             "fastcycle.translator",
             "fastcycle.ranks",
+            "fastcycle.quality",
         ],
     ),
     ("applications", ["fastcycle.train", "fastcycle.translate", "fastcycle.sample"]),
