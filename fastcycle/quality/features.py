@@ -62,7 +62,8 @@ def inception_features(images: Iterable[np.ndarray], net: InceptionV3, batch: in
     pending: list[torch.Tensor] = []
 
     def flush() -> None:
-        out.append(net(torch.cat(pending)).cpu().numpy())
+        x = torch.cat(pending).contiguous(memory_format=torch.channels_last)  # the net's layout
+        out.append(net(x).cpu().numpy())
         pending.clear()
 
     with exact_fp32(device):
