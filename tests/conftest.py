@@ -38,6 +38,13 @@ _inductor_cpu_without_simd()
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quality_cache(tmp_path_factory):
+    """The real-set feature cache of FID/KID (fastcycle.quality.realsets) in the session's temporary
+    folder, for this process and the ones its tests start: never the home folder, never a stale entry."""
+    os.environ["FASTCYCLE_CACHE"] = str(tmp_path_factory.mktemp("fastcycle-cache"))
+
+
 def session_env() -> dict[str, str]:
     """This process's environment without pytest-xdist's worker variables, for a `pytest` that a test
     starts: that run is a session of its own (pytest-benchmark turns itself off in an xdist worker)."""

@@ -175,19 +175,21 @@ class MixedE(nn.Module):
 
 def resize_tf1(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     """TensorFlow 1's ResizeBilinear (align_corners=False, no half-pixel centres) of float (N, C, H, W)
-    to (N, C, size, size): source coordinate = destination * in / out, the two neighbours below and
-    above it (the upper clamped to the edge) mixed linearly. No antialiasing, as in the graph."""
+    to (N, C, size, size), in its float32 arithmetic: source = destination * float32(in / out), the two
+    neighbours below and above it (the upper clamped to the edge) mixed linearly, along the width first,
+    then the height. No antialiasing, as in the graph."""
 
     def axis(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        src = torch.arange(size, dtype=torch.float64, device=x.device) * (n_in / size)
+        scale = torch.tensor(n_in / size, dtype=torch.float32)
+        src = torch.arange(size, dtype=torch.float32) * scale
         lo = src.floor().long().clamp_max(n_in - 1)
         hi = (lo + 1).clamp_max(n_in - 1)
-        return lo, hi, (src - lo).to(x.dtype)
+        return lo.to(x.device), hi.to(x.device), (src - lo).to(x.device, x.dtype)
 
-    h_lo, h_hi, h_w = axis(x.shape[2])
-    x = x[:, :, h_lo] + (x[:, :, h_hi] - x[:, :, h_lo]) * h_w[:, None]
     w_lo, w_hi, w_w = axis(x.shape[3])
-    return x[..., w_lo] + (x[..., w_hi] - x[..., w_lo]) * w_w
+    x = x[..., w_lo] + (x[..., w_hi] - x[..., w_lo]) * w_w
+    h_lo, h_hi, h_w = axis(x.shape[2])
+    return x[:, :, h_lo] + (x[:, :, h_hi] - x[:, :, h_lo]) * h_w[:, None]
 
 
 class InceptionV3(nn.Module):
