@@ -45,8 +45,7 @@ def translate_parser(sub: Any, name: str) -> Parser:
     )
     p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
-    device_flags(p, kernels=True)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+    _run_flags(p)
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
     p.add_argument(
         "--html",
@@ -72,6 +71,12 @@ def translate_parser(sub: Any, name: str) -> Parser:
     )
     _reference_architecture(p)
     return p
+
+
+def _run_flags(p: Parser) -> None:
+    """--device, --kernels and --amp: where and in what precision the generator runs."""
+    device_flags(p, kernels=True)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
 
 
 def _size_flags(p: Parser) -> None:
@@ -224,8 +229,7 @@ def serve_parser(sub: Any, name: str) -> Parser:
         choices=DIRECTIONS,
         help="serve only this generator (default: a CycleGAN run's AtoB and BtoA, another file's as AtoB)",
     )
-    device_flags(p, kernels=True)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+    _run_flags(p)
     p.add_argument(
         "--compile",
         action="store_true",
