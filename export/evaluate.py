@@ -143,7 +143,12 @@ def run_eval(
         "eval_images": req.eval_images,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    try:
+        write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    except OSError as e:  # the lines above are printed: only the file is lost
+        raise UserError(
+            f"cannot write {out} ({e.strerror or e}); pass --json PATH somewhere writable"
+        ) from None
     cached = ", ".join(
         f"{Path(r['real']).name} {'from the cache' if r['real_features_cached'] else 'computed'}"
         for r in results.values()

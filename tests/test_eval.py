@@ -272,3 +272,12 @@ def test_bad_input_is_one_line_and_leaves_an_earlier_json_as_it_was(world, tmp_p
         assert proc.returncode == 2 and proc.stdout == "", (flags, proc.stdout)
         assert proc.stderr.count("\n") == 1 and expected in proc.stderr, (flags, proc.stderr)
         assert out.read_text() == '{"earlier": true}\n', flags
+
+
+def test_a_json_path_that_cannot_be_written_is_one_line(world, tmp_path):
+    flags = ("--eval-images", "2", "--json", tmp_path)  # a folder: no file can take its name
+    proc = _eval("--real", world.data / "testA", "--fake", world.data / "testB", *flags)
+    fix = "pass --json PATH somewhere writable"
+    assert proc.returncode == 2
+    assert proc.stderr == f"fastcycle: error: cannot write {tmp_path} (Is a directory); {fix}\n"
+    assert proc.stdout.startswith(f"{world.data / 'testB'} vs "), "the measurement was still printed"
