@@ -33,7 +33,7 @@ def needs_export(backend: str, model: str | os.PathLike) -> bool:
     return backend in ("onnxruntime", "aoti", "tensorrt") and not is_exported(model)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -75,7 +75,7 @@ def cached_export(
         options |= {"device": device.type, "max_batch": max_batch}
     for _ in range(_TRIES):
         before = _identity(path)
-        key = hashlib.sha256(json.dumps([_sha256(path), options], sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps([file_sha256(path), options], sort_keys=True).encode()).hexdigest()
         out = path.parent / f"{PREFIX}{direction}-{key[:16]}{SUFFIX[backend]}"
         if out.is_file():
             say(f"export: reusing {out} (made from this {path.name} with these options)")

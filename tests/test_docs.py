@@ -18,7 +18,7 @@ def _flags(command: str) -> set[str]:
 
 
 def test_command_reference_documents_every_flag():
-    for command in ("train", "translate", "export", "sample", "plot", "distill", "serve"):
+    for command in ("train", "translate", "eval", "export", "sample", "plot", "distill", "serve"):
         documented = set(re.findall(r"^\| `(--[\w-]+)`", COMMAND_REFERENCE, flags=re.MULTILINE))
         missing = _flags(command) - documented
         assert not missing, f"docs/commands.md lacks `fastcycle {command}` flags {sorted(missing)}"
