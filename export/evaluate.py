@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fastcycle.export.eval_generators import Generator
-    from fastcycle.quality.distances import Quality
     from fastcycle.quality.inception import InceptionV3
     from fastcycle.quality.weights import Weights
 
@@ -121,7 +120,7 @@ def run_eval(
     for pair in pairs:  # before the first feature: an export made now, or its one-line refusal
         if pair.generator is not None:
             open_translator(pair.generator, req, device, warn)
-    net = load_inception(weights.path, device)
+    net = load_inception(weights, device)
     results, hashes = {}, {}
     with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="eval-decode") as pool:
         for pair in pairs:
@@ -204,7 +203,7 @@ def _measure(
     pair: Pair, net: InceptionV3, weights: Weights, req: EvalRequest, pool: ThreadPoolExecutor
 ) -> dict:
     """The pair's FID and KID (and the printed line, under "line")."""
-    from fastcycle.quality.distances import KID_SUBSET_SIZE, KID_SUBSETS
+    from fastcycle.quality.distances import KID_SUBSET_SIZE, KID_SUBSETS, compare
     from fastcycle.quality.features import inception_features
     from fastcycle.quality.realsets import real_features
 
@@ -218,7 +217,7 @@ def _measure(
     fake = inception_features(images, net, req.batch_size)
     real, cached = real_features(pair.real, net, weights.sha256, cache=not req.no_cache)
     subsets = req.kid_subsets or KID_SUBSETS
-    quality = _compare(fake, real, subsets, req.kid_subset_size or KID_SUBSET_SIZE)
+    quality = compare(fake, real, subsets=subsets, subset_size=req.kid_subset_size or KID_SUBSET_SIZE)
     return {
         "line": quality.line(pair.label),
         "label": pair.label,
@@ -229,14 +228,6 @@ def _measure(
         "real_features_cached": cached,
         "seconds": round(time.perf_counter() - start, 3),
     }
-
-
-def _compare(fake: np.ndarray, real: np.ndarray, subsets: int, subset_size: int) -> Quality:
-    """fastcycle.quality.distances.compare, with KID's subsets as given."""
-    from fastcycle.quality.distances import Quality, fid, kid, statistics
-
-    mean, std, size = kid(fake, real, subsets, subset_size)
-    return Quality(fid(statistics(fake), statistics(real)), mean, std, size, len(fake), len(real))
 
 
 def _decoded(paths: list[Path], batch: int, pool: ThreadPoolExecutor) -> Iterator[list[np.ndarray]]:

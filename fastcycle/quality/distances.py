@@ -118,8 +118,14 @@ class Quality:
         return dict(self.__dict__)
 
 
-def compare(fake: np.ndarray, real: np.ndarray, real_stats: Stats | None = None) -> Quality:
+def compare(
+    fake: np.ndarray,
+    real: np.ndarray,
+    real_stats: Stats | None = None,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+) -> Quality:
     """FID and KID of feature sets (N, 2048); real_stats: the real set's, when already at hand."""
-    k, k_std, size = kid(fake, real)
+    k, k_std, size = kid(fake, real, subsets, subset_size)
     f = fid(statistics(fake), real_stats or statistics(real))
     return Quality(f, k, k_std, size, len(fake), len(real))

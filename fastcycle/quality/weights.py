@@ -189,7 +189,10 @@ def _load(weights: Weights, device: str) -> InceptionV3:
     return net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
 
 
-def load_inception(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> InceptionV3:
+def load_inception(
+    source: Weights | str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> InceptionV3:
     """The checked feature extractor on `device`, in eval mode (one per process and device: a training
-    run evaluates many times)."""
-    return _load(find(path), str(torch.device(device)))
+    run evaluates many times). source: weights already found (not hashed again), else find's search."""
+    weights = source if isinstance(source, Weights) else find(source)
+    return _load(weights, str(torch.device(device)))
