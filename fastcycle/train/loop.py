@@ -143,7 +143,7 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
                 if dist.is_main and run.sample_every and step % run.sample_every == 0:
                     sink.samples(model, sample_inputs, step)
                 # Skipped once a stop was asked for: a preempted job's grace period is the save's.
-                if evaluator and stop.received is None and evaluator.due(step, epoch, end_of_epoch, total):
+                if evaluator and not stop.received and evaluator.due(step, epoch, end_of_epoch, total):
                     sink.evaluation(evaluator.evaluate(step, epoch))
                 stopping = stop.stop_now(step)
                 if checkpointer.due(step, end_of_epoch, total) or stopping:

@@ -132,6 +132,7 @@ class MetricsSink:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         self.evals.append(record)
+        self._t_last += record["seconds"]  # pairs/s is the training's: the evaluation's time is not a step's
         if self.board is not None:
             scalars = {f"eval/{d}/{k}": q[k] for d, q in record["eval"].items() for k in ("fid", "kid")}
             scalars |= {"eval/fid_sum": record["fid_sum"], "eval/seconds": record["seconds"]}
