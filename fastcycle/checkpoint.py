@@ -29,6 +29,7 @@ FORMAT = "fastcycle-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_NAME = "checkpoint.prev.pt"  # the good checkpoint before the newest, kept as a fallback
+BEST_NAME = "checkpoint.best.pt"  # --eval-every: the generators of the evaluation with the lowest FID
 # Reference checkpoints of InstanceNorm models made with PyTorch < 0.4 carry these; our norms have none.
 _STALE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -87,19 +88,24 @@ def digest(obj: Any) -> str:
     return h.hexdigest()
 
 
+def save_state(path: Path, state: dict, before_rename: Callable[[], object] | None = None) -> Path:
+    """`state` as a fastcycle checkpoint file at `path` (format, version and digest added), atomically."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    payload["sha256"] = digest(payload)
+    atomic_save(payload, Path(path), before_rename=before_rename)
+    return Path(path)
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
     """Write the newest checkpoint; the one it replaces becomes checkpoint.prev.pt."""
     run_dir = Path(run_dir)
     path, previous = run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME
-    payload = {"format": FORMAT, "version": VERSION, **state}
-    payload["sha256"] = digest(payload)
 
     def keep_previous() -> None:  # only once the new checkpoint is whole and on disk
         if path.exists():
             os.replace(path, previous)
 
-    atomic_save(payload, path, before_rename=keep_previous)
-    return path
+    return save_state(path, state, before_rename=keep_previous)
 
 
 def load_checkpoint(path: Path) -> dict:

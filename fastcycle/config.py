@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +169,15 @@ class RunConfig:
     sample_every: int = _f(500, "steps between sample grids (0: only at the end)")
     save_every: int = _f(1000, "steps between checkpoints (and at the end of every epoch)")
     tensorboard: bool = _f(False, "also log losses, lr and sample grids to <out>/tensorboard")
+    eval_every: str = _f(
+        "0",
+        "FID/KID of the generators on held-out images every N steps (500) or N epochs (2ep), and at the "
+        "last step; the best so far kept as checkpoint.best.pt (0: off)",
+    )
+    eval_images: int = _f(200, "--eval-every: at most this many held-out images per set (the first, sorted)")
+    inception_weights: str | None = _f(
+        None, "--eval-every: the Inception weights file (default: found as docs/quality.md says)"
+    )
 
 
 @dataclass
@@ -300,6 +310,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in _NON_NEGATIVE:
         if values[name] < 0:
             raise UserError(f"{flag(name)} must be >= 0, got {values[name]}")
+    _validate_eval(cfg)
     if not 0.0 <= o.beta1 < 1.0:
         raise UserError(f"--beta1 must be in [0, 1), got {o.beta1}")
     if not 0.0 <= o.ema_decay < 1.0:
@@ -389,6 +400,29 @@ def _validate_model(cfg: TrainConfig) -> None:
     if not 1 <= o.epoch_count <= n_epochs:
         raise UserError(
             f"--epoch-count {o.epoch_count} must be between 1 and --n-epochs + --n-epochs-decay ({n_epochs})"
+        )
+
+
+def parse_eval_every(text: str) -> tuple[int, str]:
+    """--eval-every: '0' -> (0, "step") (off); '500' -> (500, "step"); '2ep' -> (2, "epoch")."""
+    m = re.fullmatch(r"([0-9]+)(ep)?", text.strip())
+    if m is None:
+        raise UserError(
+            f"--eval-every {text!r} is neither a number of steps (e.g. 500) nor of epochs (e.g. 2ep); 0: off"
+        )
+    return int(m[1]), "epoch" if m[2] else "step"
+
+
+def _validate_eval(cfg: TrainConfig) -> None:
+    r, model = cfg.run, cfg.model.model
+    if parse_eval_every(r.eval_every)[0] and model in ("dcgan", "distill"):
+        why = {"dcgan": "makes images from noise", "distill": "is measured by its report"}[model]
+        raise UserError(
+            f"--eval-every measures translations of held-out images; --model {model} {why}: drop --eval-every"
+        )
+    if r.eval_images < 2:
+        raise UserError(
+            f"--eval-images must be at least 2 (FID and KID need 2 images per set), got {r.eval_images}"
         )
 
 

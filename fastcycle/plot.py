@@ -8,8 +8,9 @@ step/epoch/lr/pairs_per_s/mfu is a loss; losses are drawn in panels by kind (gen
 reconstruction, classification, other) so that a cycle loss of 5 does not flatten a GAN loss of 0.3.
 Each loss is a faint raw trace under its smoothed curve (a debiased exponential moving average, as
 TensorBoard's smoothing shows), and a panel whose values span more than two decades gets a log axis.
-The learning rate (as logged, unsmoothed) and the throughput (pairs/s) follow in panels of their own,
-on the same step axis.
+A run trained with --eval-every adds a panel of each direction's FID on the held-out images (its
+evaluation records, one point each, unsmoothed). The learning rate (as logged, unsmoothed) and the
+throughput (pairs/s) follow in panels of their own, on the same step axis.
 Lines that do not parse (the last one of a run killed mid-write) and non-finite values are skipped;
 a non-finite value breaks the raw trace there.
 """
@@ -37,6 +38,7 @@ PALETTE = (  # matplotlib's tab10: distinct colours, one per loss
     "#17becf",
 )
 LR_COLOR, SPEED_COLOR = "#444444", "#2b8cbe"
+FID_COLORS = {"AtoB": "#d95f02", "BtoA": "#1b9e77"}  # ColorBrewer's Dark2: apart from the losses' tab10
 GROUPS = ("generator", "discriminator", "reconstruction", "classification", "other")
 RAW_ALPHA = 0.25  # the raw trace, faint under the smoothed curve
 
@@ -105,7 +107,8 @@ def smooth(values: list[float], weight: float) -> list[float]:
 
 def _draw(ax, title: str, series: list[tuple[str, str, list[float], list[float]]], smoothed: bool) -> None:
     """One panel: each series raw (faint) under its smoothed curve, or raw alone (`smoothed` False: the
-    learning rate, which is exact), and a legend right of the panel with each series' last value.
+    learning rate, which is exact, and FID, whose points are few and each an evaluation), and a legend
+    right of the panel with each series' last value.
     A panel of positive values spanning more than two decades gets a log axis."""
     finite = [v for *_, values in series for v in values if math.isfinite(v)]
     for name, colour, steps, values in series:
@@ -114,13 +117,50 @@ def _draw(ax, title: str, series: list[tuple[str, str, list[float], list[float]]
         if smoothed:
             ax.plot(steps, values, color=colour, alpha=RAW_ALPHA, linewidth=1.0)
         ax.plot(steps, curve, color=colour, linewidth=2.0, label=f"{name}  {last:.4g}")
-        if len(steps) == 1:  # one log line: a dot, not an invisible zero-length line
+        if len(steps) == 1 or name.startswith("FID"):  # one point: a dot, not a zero-length line
             ax.plot(steps, values, "o", color=colour, markersize=5)
     if smoothed and finite and min(finite) > 0 and max(finite) > 100 * min(finite):
         ax.set_yscale("log")  # e.g. a loss falling from 10 to 0.05: every decade readable
     ax.set_title(title, loc="left", fontsize=11)
     ax.grid(True, color="#e6e6e6", linewidth=0.8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+
+
+def _fid_series(rows: list[dict]) -> list[tuple[str, str, list[float], list[float]]]:
+    """Each direction's FID over the evaluation records ({"step", "eval": {"AtoB": {"fid", ...}}})."""
+    fids = [{d: _number(q.get("fid")) for d, q in r["eval"].items() if isinstance(q, dict)} for r in rows]
+    series = []
+    for i, d in enumerate(sorted({d for f in fids for d in f})):
+        points = [(float(r["step"]), f[d]) for r, f in zip(rows, fids, strict=True) if f.get(d) is not None]
+        points = [(s, v if math.isfinite(v) else math.nan) for s, v in points]
+        colour = FID_COLORS.get(d, PALETTE[i % len(PALETTE)])
+        series.append((f"FID {d}", colour, [s for s, _ in points], [v for _, v in points]))
+    return [s for s in series if any(math.isfinite(v) for v in s[3])]
+
+
+def panels(rows: list[dict]) -> list[tuple[str, list, bool]]:
+    """(title, series, smoothed) of each panel, in drawing order, from metrics.jsonl's rows."""
+    evals = [r for r in rows if isinstance(r.get("eval"), dict)]
+    rows = [r for r in rows if "eval" not in r]
+    names = sorted(
+        {k for row in rows for k, v in row.items() if k not in NOT_LOSSES and _number(v) is not None}
+    )
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    out = []
+    for group in GROUPS:
+        series = [(n, colours[n], *_series(rows, n)) for n in names if group_of(n) == group]
+        series = [s for s in series if any(math.isfinite(v) for v in s[3])]
+        if series:
+            out.append((group, series, True))
+    if not out:
+        return out
+    if fid := _fid_series(evals):
+        out.append(("FID, held-out images (lower is better)", fid, False))
+    for key, title, colour in (("lr", "learning rate", LR_COLOR), ("pairs_per_s", "pairs/s", SPEED_COLOR)):
+        steps, values = _series(rows, key)
+        if any(math.isfinite(v) for v in values):
+            out.append((title, [(key, colour, steps, values)], key != "lr"))
+    return out
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -131,37 +171,22 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; train first, or point at a run folder")
-    rows = read_metrics(path)
-
-    names = sorted(
-        {k for row in rows for k, v in row.items() if k not in NOT_LOSSES and _number(v) is not None}
-    )
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
-    panels = []
-    for group in GROUPS:
-        series = [(n, colours[n], *_series(rows, n)) for n in names if group_of(n) == group]
-        series = [s for s in series if any(math.isfinite(v) for v in s[3])]
-        if series:
-            panels.append((group, series, True))
-    if not panels:
+    drawn = panels(read_metrics(path))
+    if not drawn:
         raise UserError(
             f"{path} has no finite loss values yet; train until the first log line (--log_every steps)"
         )
-    for key, title, colour in (("lr", "learning rate", LR_COLOR), ("pairs_per_s", "pairs/s", SPEED_COLOR)):
-        steps, values = _series(rows, key)
-        if any(math.isfinite(v) for v in values):
-            panels.append((title, [(key, colour, steps, values)], key != "lr"))
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: seconds to import
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 0.6 + 2.3 * len(panels)), dpi=100, layout="constrained")
+    fig = Figure(figsize=(10, 0.6 + 2.3 * len(drawn)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)  # Agg renders to a PNG without a display
-    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (title, series, smoothed) in zip(axes, panels, strict=True):
+    axes = fig.subplots(len(drawn), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (title, series, smoothed) in zip(axes, drawn, strict=True):
         _draw(ax, title, series, smoothed)
     axes[-1].set_xlabel("step")
-    steps = [s for _, series, _ in panels for _, _, xs, _ in series for s in xs]
+    steps = [s for _, series, _ in drawn for _, _, xs, _ in series for s in xs]
     fig.suptitle(f"{run_dir.resolve().name}: steps {min(steps):.0f} to {max(steps):.0f}", x=0.01, ha="left")
     out = Path(out) if out is not None else run_dir / "loss_curves.png"
     return write_atomic(out, lambda tmp: fig.savefig(tmp, format="png"))

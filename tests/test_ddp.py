@@ -71,15 +71,30 @@ TWO_STEPS = ["--pool-size", "0", "--max-steps", "2", "--save-every", "1"]
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> tuple[Path, Path]:
-    """(the data, the run folder) of `fastcycle train` under torchrun: 2 ranks at batch 1."""
+    """(the data, the run folder) of `fastcycle train` under torchrun: 2 ranks at batch 1, evaluated
+    (--eval-every 1) on 2 test images per domain by rank 0 after each step, which changes no weight."""
     root = tmp_path_factory.mktemp("ddp_run")
     write_images(root / "data" / "trainA", 6, seed=1)
     write_images(root / "data" / "trainB", 5, seed=2, ext="jpg")
-    flags = ["--data", str(root / "data"), *TINY_FLAGS, *TWO_STEPS, "--batch-size", "1"]
-    proc = _torchrun("-m", "fastcycle", "train", "--out", str(root / "ddp"), *flags)
+    write_images(root / "data" / "testA", 2, seed=3)
+    write_images(root / "data" / "testB", 2, seed=4)
+    flags = ["--data", str(root / "data"), *TINY_FLAGS, *TWO_STEPS, "--batch-size", "1", "--eval-every", "1"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTCYCLE_CACHE", str(root / "cache"))  # the real sets' features: not in the home folder
+        proc = _torchrun("-m", "fastcycle", "train", "--out", str(root / "ddp"), *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batch 1 x 2 ranks" in proc.stderr and proc.stderr.count("done: 2 steps") == 1  # rank 0 logs
     return root / "data", root / "ddp"
+
+
+def test_rank_0_alone_evaluates_and_no_rank_waits_forever(two_ranks):
+    """Each step's evaluation once, by rank 0, between collectives the other rank went on to: no
+    deadlock (the fixture's run ended), one record per evaluation, the best file whole."""
+    _, ddp = two_ranks
+    records = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval" in r] == [1, 2]
+    best = load_checkpoint(ddp / "checkpoint.best.pt")
+    assert best["best"]["fid_sum"] == min(r["fid_sum"] for r in records if "eval" in r)
 
 
 def test_two_ranks_at_batch_1_train_like_one_process_at_batch_2(two_ranks, tmp_path):

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import torch
 
-from fastcycle.checkpoint import CHECKPOINT_NAME, newest_checkpoint, save_checkpoint
-from fastcycle.config import TrainConfig
+from fastcycle.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    newest_checkpoint,
+    save_checkpoint,
+    save_state,
+)
+from fastcycle.config import TrainConfig, parse_eval_every
 from fastcycle.data.contract import Loader
 from fastcycle.errors import UserError
 from fastcycle.train.env import RunEnv
@@ -62,14 +69,18 @@ def restore(model: GANModel, state: dict, device: torch.device, global_batch: in
     return step
 
 
-def check_free_space(run_dir: Path, model: GANModel) -> None:
+def check_free_space(run_dir: Path, model: GANModel, best: bool = False) -> None:
     """Refuse to start a run whose checkpoints cannot fit: a save needs room for the new file beside
-    the current and the previous one (weights, Adam's two moments, EMA and pools, each in fp32)."""
+    the current and the previous one (weights, Adam's two moments, EMA and pools, each in fp32), and
+    with `best` (--eval-every) a new checkpoint.best.pt beside the current one."""
 
     def nbytes(nets) -> int:
         return sum(t.numel() * t.element_size() for net in nets for t in net.state_dict().values())
 
-    need = 3 * (3 * nbytes(model.nets.values()) + nbytes(e.net for e in model.ema.values()))
+    ema = nbytes(e.net for e in model.ema.values())
+    need = 3 * (3 * nbytes(model.nets.values()) + ema)
+    if best:  # checkpoint.best.pt and its replacement: the generators and their EMA
+        need += 2 * (nbytes(model.nets[name] for name in model.generators) + ema)
     free = shutil.disk_usage(run_dir).free
     if free < need:
         raise UserError(
@@ -83,7 +94,7 @@ class Checkpointer:
     and on a stop; the disk is checked for room when it is made."""
 
     def __init__(self, cfg: TrainConfig, env: RunEnv, model: GANModel, loader: Loader):
-        check_free_space(env.run_dir, model)
+        check_free_space(env.run_dir, model, best=parse_eval_every(cfg.run.eval_every)[0] > 0)
         self.cfg, self.env, self.model, self.loader = cfg, env, model, loader
 
     def due(self, step: int, end_of_epoch: bool, total: int) -> bool:
@@ -107,3 +118,38 @@ class Checkpointer:
                 f"could not write a checkpoint in {self.env.run_dir} ({e.strerror}); the previous one is "
                 "intact: free some space and continue with --resume"
             ) from None
+
+
+def save_best(run_dir: Path, cfg: TrainConfig, model: GANModel, step: int, record: dict) -> None:
+    """The generators as checkpoint.best.pt (atomic: the previous best stays whole until the new file
+    is): a checkpoint that `fastcycle translate` and `export` read like any other (the config, the
+    generators and their EMA weights), with `record`, the evaluation that made it the best."""
+    state = {
+        "config": cfg.to_dict(),
+        "step": step,
+        "model": {
+            "nets": {name: model.nets[name].state_dict() for name in model.generators},
+            "ema": {name: e.net.state_dict() for name, e in model.ema.items()},
+        },
+        "best": record,
+    }
+    try:
+        save_state(run_dir / BEST_NAME, state)
+    except OSError as e:  # disk full, folder gone: the atomic save removed its partial file
+        raise UserError(
+            f"could not write {run_dir / BEST_NAME} ({e.strerror or e}); the previous best is intact: free "
+            "some space and continue with --resume"
+        ) from None
+
+
+def read_best(run_dir: Path, say=print) -> dict | None:
+    """The evaluation record saved in checkpoint.best.pt (its "step" and "fid_sum"), or None without a
+    usable file (a damaged one is said, and replaced by the next evaluation)."""
+    path = run_dir / BEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path)["best"]
+    except (UserError, KeyError) as e:
+        say(f"eval: {path.name} is not usable ({e}); the next evaluation replaces it")
+        return None

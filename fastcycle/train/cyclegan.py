@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fastcycle.choices import CYCLE_GENERATORS
-from fastcycle.config import ModelConfig, TrainConfig
+from fastcycle.config import ModelConfig, TrainConfig, parse_eval_every
 from fastcycle.data.contract import Batch, LoaderSpec
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
@@ -25,6 +25,7 @@ from fastcycle.pool import ImagePool
 from fastcycle.train.data import DataSource, class_labels, log_scans, spec_fields
 from fastcycle.train.env import ModelEnv, RunEnv
 from fastcycle.train.gan import GANModel
+from fastcycle.train.heldout import cycle_held_out
 from fastcycle.train.runlog import log
 from fastcycle.train.samples import save_cycle_grid
 
@@ -75,13 +76,17 @@ class CycleGAN(GANModel):
 
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
-        """trainA/ and trainB/ under `root`, vetted, read by the --loader choice (which says why)."""
+        """trainA/ and trainB/ under `root`, vetted, read by the --loader choice (which says why); with
+        --eval-every, the held-out images too."""
         scans = [scan_domain(root, name, cfg.data.max_dataset_size) for name in ("trainA", "trainB")]
         log_scans(scans, [cfg.model.input_nc, cfg.model.output_nc])
+        held = None
+        if parse_eval_every(cfg.run.eval_every)[0]:  # without testA/testB: a slice of trainA and trainB
+            scans, held = cycle_held_out(cfg, root, scans)
         labels, n_classes = class_labels(cfg, scans) if cfg.model.aux_classifier else (None, 0)
         spec = LoaderSpec(*scans, **spec_fields(cfg, env))
         loader, note = build_loader(cfg.data, spec, env.run_dir, state.get("loader") if state else None, log)
-        return DataSource(root, loader, note, labels, n_classes)
+        return DataSource(root, loader, note, labels, n_classes, held)
 
     def generator_name(self, direction: str) -> str:
         return CYCLE_GENERATORS[direction]

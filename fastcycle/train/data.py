@@ -20,6 +20,7 @@ from fastcycle.data import demo
 from fastcycle.data.contract import Loader
 from fastcycle.data.scan import DomainScan
 from fastcycle.train.env import RunEnv
+from fastcycle.train.heldout import HeldOut
 from fastcycle.train.runlog import log
 
 
@@ -31,6 +32,7 @@ class DataSource:
     # --aux-classifier: (n_A,) and (n_B,) int64 class of each scanned file (-1: unlabelled), and how many.
     labels: tuple[torch.Tensor, torch.Tensor] | None = None
     n_classes: int = 0
+    held_out: HeldOut | None = None  # --eval-every: the images each direction is measured on
 
 
 def data_root(cfg: TrainConfig, env: RunEnv) -> Path:

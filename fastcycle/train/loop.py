@@ -21,6 +21,7 @@ from fastcycle.train.checkpointer import Checkpointer, restore, resume_state
 from fastcycle.train.data import DataSource, data_root
 from fastcycle.train.distributed import broadcast_object, finish, init_distributed
 from fastcycle.train.env import RunEnv, resolve_env
+from fastcycle.train.evaluation import open_evaluator
 from fastcycle.train.families import build_model, model_family
 from fastcycle.train.gan import GANModel
 from fastcycle.train.metrics import MetricsSink
@@ -34,6 +35,7 @@ class TrainResult:
     run_dir: Path
     step: int
     losses: list[dict] = field(default_factory=list)  # every logged metrics line
+    evals: list[dict] = field(default_factory=list)  # --eval-every: every evaluation's record (rank 0)
     demo_psnr: tuple[float, float] | None = None  # (translated, untranslated) dB, demo runs only
     stopped_by: str | None = None  # "SIGINT"/"SIGTERM" when a signal ended the run early (saved)
 
@@ -122,6 +124,7 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
     total = min(total, run.max_steps) if run.max_steps else total
     log(_startup_line(cfg, env, model, source, total))
     checkpointer = Checkpointer(cfg, env, model, data)  # refuses a disk without room for its files
+    evaluator = open_evaluator(cfg, env, model, source.held_out, resumed=state is not None)  # rank 0's
     sink = MetricsSink(cfg, env, model.loss_names, step, total, resumed=state is not None)
     sample_inputs, stopping = None, False
     with StopSignals(dist, env.device, agree_every=run.log_every) as stop, sink:
@@ -139,6 +142,9 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
                     model.end_epoch()  # the reference's per-epoch LR policy
                 if dist.is_main and run.sample_every and step % run.sample_every == 0:
                     sink.samples(model, sample_inputs, step)
+                # Skipped once a stop was asked for: a preempted job's grace period is the save's.
+                if evaluator and not stop.received and evaluator.due(step, epoch, end_of_epoch, total):
+                    sink.evaluation(evaluator.evaluate(step, epoch))
                 stopping = stop.stop_now(step)
                 if checkpointer.due(step, end_of_epoch, total) or stopping:
                     checkpointer.save(step)
@@ -146,7 +152,7 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
                     break
         if not stopping and dist.is_main and sample_inputs is not None:
             sink.samples(model, sample_inputs, step)
-    result = TrainResult(env.run_dir, step, sink.records)
+    result = TrainResult(env.run_dir, step, sink.records, sink.evals)
     if stopping:
         result.stopped_by = stop.received or "a signal to another rank"
         log(f"stopped by {result.stopped_by} after step {step}, checkpoint saved; continue with --resume")

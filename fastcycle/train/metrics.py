@@ -1,6 +1,6 @@
 """What a run reports: a metrics line every --log-every steps (metrics.jsonl, TensorBoard, the progress
-bar's postfix, MFU where the GPU's peak is known), the steps the non-finite guard skipped, the files
-that turned unreadable mid-run, and the sample grids.
+bar's postfix, MFU where the GPU's peak is known), each --eval-every evaluation's FID/KID record, the
+steps the non-finite guard skipped, the files that turned unreadable mid-run, and the sample grids.
 
 The losses and the guard's skip flags stay on the device between log lines and are read with one
 .tolist() per line: the loop's only host-device sync.
@@ -80,6 +80,7 @@ class MetricsSink:
             disable=None if dist.is_main else True,
         )
         self.records: list[dict] = []  # every metrics line written
+        self.evals: list[dict] = []  # every evaluation's record written (--eval-every)
         self.unreadable: set[str] = set()
         self._skips: list[torch.Tensor] = []  # the guard's per-step flags since the last line, on the device
         self._streak = 0  # the current run of consecutive skipped steps
@@ -124,6 +125,18 @@ class MetricsSink:
         self.metrics.flush()
         self.records.append(record)
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in line.items()} | speed)
+
+    def evaluation(self, record: dict) -> None:
+        """An evaluation's record (fastcycle.train.evaluation) as a metrics line of its own, and its
+        distances in TensorBoard (eval/AtoB/fid, eval/AtoB/kid, ..., eval/fid_sum)."""
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        self.evals.append(record)
+        self._t_last += record["seconds"]  # pairs/s is the training's: the evaluation's time is not a step's
+        if self.board is not None:
+            scalars = {f"eval/{d}/{k}": q[k] for d, q in record["eval"].items() for k in ("fid", "kid")}
+            scalars |= {"eval/fid_sum": record["fid_sum"], "eval/seconds": record["seconds"]}
+            self.board.log_scalars(record["step"], scalars)
 
     def _report_skips(self, flags: list[float], step: int) -> None:
         """Log the steps the non-finite guard skipped among the last len(flags); stop on a long run."""

@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastcycle.config import ModelConfig, TrainConfig
-from fastcycle.data.aligned import open_aligned
+from fastcycle.config import ModelConfig, TrainConfig, parse_eval_every
+from fastcycle.data.aligned import AlignedLoader, find_pairs
+from fastcycle.data.contract import LoaderSpec
 from fastcycle.losses import gan_loss, l1
 from fastcycle.models import build_discriminator, build_generator
 from fastcycle.train.data import DataSource, log_scans, spec_fields
 from fastcycle.train.env import RunEnv
 from fastcycle.train.gan import GANModel
+from fastcycle.train.heldout import paired_held_out
 from fastcycle.train.samples import save_paired_grid
 
 
@@ -49,12 +51,17 @@ class Pix2Pix(GANModel):
 
     @classmethod
     def open_data(cls, cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
-        """The pairs under `root` (train/ or trainA/ + trainB/), read by the torch loader."""
+        """The pairs under `root` (train/ or trainA/ + trainB/), read by the torch loader; with
+        --eval-every, the held-out pairs too."""
         d = cfg.data
-        loader = open_aligned(root, d.direction, d.num_workers, d.max_dataset_size, **spec_fields(cfg, env))
+        files, held = find_pairs(root, d.max_dataset_size), None
+        if parse_eval_every(cfg.run.eval_every)[0]:  # without test images: a slice of the pairs
+            files, held = paired_held_out(cfg, root, files)
+        spec = LoaderSpec(files.A, None, **spec_fields(cfg, env))
+        loader = AlignedLoader(files, spec, d.direction, d.num_workers)
         ncs, sides = loader.channel_targets()
         log_scans(loader.scans, ncs, loader.unmatched, sides)
-        return DataSource(root, loader, loader.note)
+        return DataSource(root, loader, loader.note, held_out=held)
 
     def train_step(
         self, real_A: torch.Tensor, real_B: torch.Tensor

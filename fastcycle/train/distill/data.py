@@ -6,8 +6,8 @@ which only the optional discriminator reads.
 
 Held-out images for the report: the teacher's test images of the input domain when the dataset has
 them (testA for AtoB; pix2pix: test/ A|B images or testA/), else the last tenth of the training
-images in file order, kept out of training. `held_out.json` in the run folder lists them, so the
-report reads exactly these.
+images in file order, kept out of training (fastcycle.train.heldout's convention). `held_out.json`
+in the run folder lists them, so the report reads exactly these.
 """
 
 from __future__ import annotations
@@ -22,21 +22,17 @@ from fastcycle.atomic import write_atomic
 from fastcycle.config import TrainConfig
 from fastcycle.data.aligned import AlignedLoader, find_pairs
 from fastcycle.data.contract import LoaderSpec
-from fastcycle.data.folders import list_images, load_image
+from fastcycle.data.folders import load_image
 from fastcycle.data.loader import build_loader
 from fastcycle.data.scan import scan_domain
 from fastcycle.errors import UserError
 from fastcycle.train.data import DataSource, log_scans, spec_fields
 from fastcycle.train.distill.teacher import read_teacher
 from fastcycle.train.env import RunEnv
+from fastcycle.train.heldout import keep_out, test_images
 from fastcycle.train.runlog import log
 
 HELD_OUT_NAME = "held_out.json"
-HOLD_OUT_EVERY = 10  # without test images, the last 1/10 of the training images is held out
-
-
-def _keep_out(n: int) -> int:
-    return max(1, n // HOLD_OUT_EVERY) if n >= 2 else 0
 
 
 def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | None) -> DataSource:
@@ -57,9 +53,9 @@ def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | N
         # The left/trainA side is the input unless the teacher translates BtoA.
         left_right = (nc_target, nc_source) if direction == "BtoA" else (nc_source, nc_target)
         log_scans(files.scans, left_right[: len(files.scans)], files.unmatched)
-        held, where = _test_images(root, source, paired=True)
+        held, where = test_images(root, source, paired=True)
         if not held:
-            keep = len(files.pairs) - _keep_out(len(files.pairs))
+            keep = len(files.pairs) - keep_out(len(files.pairs))
             if files.layout == "train":
                 held = [(str(p), "left" if source == "A" else "right") for p, _ in files.pairs[keep:]]
             else:
@@ -72,10 +68,10 @@ def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | N
     else:
         scans = [scan_domain(root, f"train{x}", d.max_dataset_size) for x in (source, target)]
         log_scans(scans, [cfg.model.input_nc, cfg.model.output_nc])
-        held, where = _test_images(root, source, paired=False)
+        held, where = test_images(root, source, paired=False)
         if not held:
             images = scans[0].images
-            keep = len(images) - _keep_out(len(images))
+            keep = len(images) - keep_out(len(images))
             held = [(str(f.path), None) for f in images[keep:]]
             scans[0] = dataclasses.replace(scans[0], images=images[:keep])
             where = f"the last {len(held)} of train{source}, kept out of training"
@@ -89,17 +85,6 @@ def open_student_data(cfg: TrainConfig, root: Path, env: RunEnv, state: dict | N
         payload = {"where": where, "images": [{"path": str(Path(p).resolve()), "half": h} for p, h in held]}
         write_atomic(env.run_dir / HELD_OUT_NAME, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
     return DataSource(root, loader, note)
-
-
-def _test_images(root: Path, source: str, paired: bool) -> tuple[list[tuple[str, str | None]], str]:
-    """(path, half) of the dataset's own test images of the source domain, and where they are."""
-    folder = root / f"test{source}"
-    if folder.is_dir() and list_images(folder):
-        return [(str(p), None) for p in list_images(folder)], f"{folder.name}/"
-    if paired and (root / "test").is_dir() and list_images(root / "test"):
-        half = "left" if source == "A" else "right"
-        return [(str(p), half) for p in list_images(root / "test")], f"test/ ({half} halves)"
-    return [], ""
 
 
 def held_out_images(run_dir: Path, limit: int = 0, nc: int = 3) -> tuple[list[tuple[str, np.ndarray]], str]:
