@@ -75,7 +75,7 @@ class Evaluator:
         self.every = parse_eval_every(cfg.run.eval_every)
         t0 = time.perf_counter()
         weights = find(cfg.run.inception_weights)
-        self.net = load_inception(weights.path, env.device)
+        self.net = load_inception(weights, env.device)  # found above: not hashed again
         self.real: dict[str, tuple[np.ndarray, Stats]] = {}
         cached = []
         for s in self.sets:
