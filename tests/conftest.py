@@ -57,6 +57,21 @@ def write_images(folder, n: int, size=(40, 36), seed: int = 0, ext: str = "png")
     return paths
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fastcycle_cache(tmp_path_factory):
+    """FASTCYCLE_CACHE (the real image sets' Inception features, fastcycle.quality.realsets) in this
+    session's temporary folder, here and in the processes tests start: nothing lands in the user's cache
+    folder, and a set's features are computed once per session and read back after. The folder is the
+    session's, shared by its xdist workers (each under it has a basetemp of its own), whose entries
+    are written atomically."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "fastcycle-cache"
+    folder.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTCYCLE_CACHE", str(folder))
+        yield
+
+
 @pytest.fixture
 def aot_eager(monkeypatch):
     """`nn.Module.compile` (what --compile calls) with the aot_eager backend: Dynamo and AOTAutograd as
