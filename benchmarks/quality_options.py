@@ -35,6 +35,12 @@ from pathlib import Path
 
 import torch
 
+# Without a GPU, Triton's kernels run under its CPU interpreter. Triton reads the variable when it and
+# its language module are imported (the imports below import it), so it is set first, as in
+# benchmarks/conftest.py.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from benchmarks import results
 from fastcycle.atomic import write_atomic
 from fastcycle.config import apply_overrides
@@ -107,7 +113,7 @@ def train_demo_and_student(work: Path, args: argparse.Namespace) -> tuple[Path, 
 
 def build(key: str, teacher: Path, student: Path, work: Path, device: torch.device, args) -> tuple[Run, str]:
     """Option `key`'s Run, and what a user passes for it as this machine runs it."""
-    from fastcycle.kernels.host import INTERPRETED  # here: after main() has set TRITON_INTERPRET
+    from fastcycle.kernels.host import INTERPRETED
 
     how = OPTIONS[key][1]
     if key == "bf16":
@@ -118,6 +124,8 @@ def build(key: str, teacher: Path, student: Path, work: Path, device: torch.devi
         backend = args.compile_backend
         return torch_run(load_generator(teacher), device, compile_backend=backend), f"`--compile` ({backend})"
     if key == "triton":
+        if device.type == "cpu" and not INTERPRETED:
+            raise UserError("--kernels triton on a CPU runs under Triton's interpreter: TRITON_INTERPRET=1")
         # The demo's batch norm has no fused kernel: here the kernels are the reflect-pad convolutions.
         how += " (the reflect-pad convolutions; batch norm stays torch's)"
         how += ", under Triton's CPU interpreter" if INTERPRETED else ""
@@ -192,8 +200,6 @@ def main(argv: list[str] | None = None) -> Path:
         if unknown := [k for k in keys if k not in OPTIONS]:
             raise UserError(f"unknown option {unknown[0]}; choose from {', '.join(OPTIONS)}")
         device = resolve_device(args.device)
-        if device.type == "cpu":  # Triton on a CPU: its interpreter, read when a kernel is defined
-            os.environ.setdefault("TRITON_INTERPRET", "1")
         # The baseline first: every other option's pixels are compared with its output.
         keys = ["eager", *(k for k in keys if k != "eager")] if "eager" in keys else keys
         started = time.monotonic()
