@@ -162,7 +162,8 @@ def measure(keys: list[str], teacher: Path, student: Path, work: Path, held, dev
                 "psnr_vs_f_db": demo.psnr(fake, held.fa).mean().item(),
                 "psnr_vs_eager_db": None if diff is None else demo.psnr(fake, eager).mean().item(),
                 "max_diff_vs_eager": None if diff is None else int(diff.max()),
-                "pixels_differing": None if diff is None else float((diff > 0).float().mean()),
+                "values_differing": None if diff is None else int((diff > 0).sum()),
+                "values": fake.numel(),  # 8-bit values: tiles x channels x height x width
                 **quality.translated.as_dict(),
                 "wall_s": round(time.monotonic() - start, 1),  # building it included: compile, export
             }
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(args.device)
         # The baseline first: every other option's pixels are compared with its output.
         keys = ["eager", *(k for k in keys if k != "eager")] if "eager" in keys else keys
-        started = time.monotonic()
+        started, env = time.monotonic(), results.environment()  # the commit measured: HEAD now
         with tempfile.TemporaryDirectory() as tmp:
             work = args.work or Path(tmp)
             teacher, student, runs = train_demo_and_student(work, args)
@@ -220,7 +221,6 @@ def main(argv: list[str] | None = None) -> Path:
             measured = measure(keys, teacher, student, work, held, device, args)
     except UserError as e:
         raise SystemExit(f"quality_options: error: {e}") from None
-    env = results.environment()
     record = {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -60,14 +59,15 @@ def _delta(value: float, base: float, digits: int) -> str:
 
 
 def _vs_eager(row: dict) -> str:
-    """How far the option's pixels are from eager fp32's: identical, or PSNR, share differing, max."""
+    """How far the option's pixels are from eager fp32's: identical, or how many of the 8-bit values
+    differ, by how many levels at most, and the PSNR between the two."""
     if row["max_diff_vs_eager"] is None:
         return "-"
     if row["max_diff_vs_eager"] == 0:
         return "identical"
-    psnr = row["psnr_vs_eager_db"]
-    shown = f"{psnr:.1f} dB" if math.isfinite(psnr) else "-"
-    return f"{shown}; {100 * row['pixels_differing']:.1f}% of values differ, by <= {row['max_diff_vs_eager']}"
+    n, total = row["values_differing"], row["values"]
+    share = f"{n:,} of {total:,}" if n < total / 1000 else f"{100 * n / total:.1f}%"
+    return f"{share} values differ, by <= {row['max_diff_vs_eager']} (PSNR {row['psnr_vs_eager_db']:.1f} dB)"
 
 
 def heading(record: dict) -> str:
