@@ -55,7 +55,8 @@ def newest_per_device(directory: Path) -> list[Path]:
 
 
 def _delta(value: float, base: float, digits: int) -> str:
-    return f"{value:.{digits}f} ({value - base:+.{digits}f})"
+    delta = f"{value - base:+.{digits}f}"
+    return f"{value:.{digits}f} ({'0' if float(delta) == 0 else delta})"  # not +0.00 and -0.00
 
 
 def _vs_eager(row: dict) -> str:
@@ -66,7 +67,7 @@ def _vs_eager(row: dict) -> str:
     if row["max_diff_vs_eager"] == 0:
         return "identical"
     n, total = row["values_differing"], row["values"]
-    share = f"{n:,} of {total:,}" if n < total / 1000 else f"{100 * n / total:.1f}%"
+    share = f"{n:,} of {total:,}" if n < total / 1000 else f"{100 * n / total:.1f}% of the"
     return f"{share} values differ, by <= {row['max_diff_vs_eager']} (PSNR {row['psnr_vs_eager_db']:.1f} dB)"
 
 
