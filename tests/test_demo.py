@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fastcycle.cli import main
 from fastcycle.config import apply_overrides
 from fastcycle.data import demo as demo_data
 from fastcycle.data.plan import steps_per_epoch
@@ -108,7 +107,7 @@ def test_unet_128_demo_run_ends_with_its_psnr_line(tmp_path):
     import sys
 
     flags = "--netG unet_128 --netD pixel --crop-size 128 --load-size 143 --ngf 2 --ndf 2 --max-steps 2"
-    flags += " --no-report-fid"  # the FID lines: test_the_demo_prints_fid_and_kid_that_quality_reproduces
+    flags += " --no-report-fid"  # the FID lines: check_printed_quality, on test_distill.py's demo teacher
     proc = subprocess.run(
         [sys.executable, "-m", "fastcycle", "train", *flags.split(), "--out", str(tmp_path / "run")],
         capture_output=True,
@@ -146,27 +145,24 @@ def test_the_true_map_scores_fid_zero_and_doing_nothing_does_not(demo_root, nc):
     assert q.untranslated.fid > 1.0  # other images (f recolours every tile): far above that rounding
 
 
-def test_the_demo_prints_fid_and_kid_that_quality_reproduces(tmp_path, capsys):
-    """`fastcycle train` on the demo, 2 steps: after the PSNR line, FID and KID of G_AB(testA) and of
-    testA against testB, finite, and the numbers fastcycle.quality gives on the checkpoint's G_AB run
-    over testA here, against testB's features computed here without the cache."""
-    run = tmp_path / "run"
-    flags = f"--out {run} --max-steps 2 --ngf 4 --ndf 4 --ema-decay 0 --sample-every 0 --device cpu"
-    assert main(["train", *flags.split()]) == 0
-    lines = capsys.readouterr().out.splitlines()
+def check_printed_quality(lines: list[str], run: Path) -> None:
+    """A demo run's last printed lines: after the PSNR line, FID and KID of G_AB(testA) and of testA
+    against testB, finite, and the numbers fastcycle.quality gives on the run's G_AB (as saved at its
+    last step, which a run without EMA evaluated) translating testA here. tests/test_distill.py's
+    demo teacher is such a run (one demo run serves both tests: ~40 s of Inception on one core)."""
     assert lines[0].startswith("PSNR G_AB(a) vs f(a): ") and len(lines) == 3, lines
     printed = {m["label"]: m for m in map(QUALITY_LINE.match, lines[1:])}
     assert set(printed) == {"G_AB(testA) vs testB", "untranslated testA vs testB"}, lines
-
     paths_A, paths_B = images_in(run / "demo_data" / "testA"), images_in(run / "demo_data" / "testB")
-    G = load_generator(run).eval()  # the run's G_AB as saved at its last step (no EMA: the same weights)
+    G = load_generator(run).eval()
     a = torch.from_numpy(np.stack(list(read_images(paths_A)))).permute(0, 3, 1, 2)
     with torch.no_grad():  # 16 at a time, as the run's evaluation batches them: the same float sums
         fake = torch.cat([to_uint8(G(to_model_range(x))) for x in a.split(16)])
     weights = find()
     net = load_inception(weights.path)
-    real, _ = real_features(paths_B, net, weights.sha256, cache=False)
-    base, _ = real_features(paths_A, net, weights.sha256)  # testA as stored: the cache the run filled
+    # testA's and testB's features as real_features computes them from those files (the run's cached
+    # entries: fastcycle.quality keys them by the files' content; test_quality.py tests the cache).
+    (real, _), (base, _) = (real_features(p, net, weights.sha256) for p in (paths_B, paths_A))
     fake_features = inception_features([x.permute(1, 2, 0).numpy() for x in fake], net)
     for label, want in (
         ("G_AB(testA) vs testB", compare(fake_features, real)),

@@ -27,7 +27,7 @@ from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS
 from fastcycle.export.parity import TOLERANCE
-from fastcycle.presets import dcgan, demo
+from fastcycle.presets import dcgan
 from fastcycle.quality.distances import compare
 from fastcycle.quality.features import inception_features
 from fastcycle.quality.realsets import images_in, real_features
@@ -43,6 +43,7 @@ from fastcycle.train.distill.teacher import read_teacher, student_config
 from fastcycle.train.families import build_model
 from fastcycle.trained import load_generator
 from tests.learning import assert_within
+from tests.test_demo import check_printed_quality
 from tests.test_train import model_env, tiny
 from tests.toy_data import _blobs
 
@@ -240,13 +241,15 @@ def test_a_student_exports_and_translates_like_any_run(teacher, tmp_path):
 
 
 def test_the_report_on_a_demo_teacher(tmp_path, capsys, monkeypatch):
-    """A demo teacher (one step of `fastcycle train` without --data) and a one-step student: the report
-    has both generators' cost and speed, the held-out PSNR/SSIM, the PSNR against the true map f, and
-    both generators' FID and KID against testB, the student's equal to fastcycle.quality's on the
-    student's own translations of the same images, computed here."""
+    """A demo teacher (one step of `fastcycle train` without --data, whose printed FID and KID
+    tests/test_demo.py's check_printed_quality checks) and a one-step student: the report has both
+    generators' cost and speed, the held-out PSNR/SSIM, the PSNR against the true map f, and both
+    generators' FID and KID against testB, the student's equal to fastcycle.quality's on the student's
+    own translations of the same images, computed here."""
     monkeypatch.setattr(report_module, "MAX_IMAGES", 8)  # 8 held-out images: 16 Inception passes, not 86
-    overrides = {"out": str(tmp_path / "t"), "max_steps": 1, "device": "cpu", "report_fid": False}
-    train(apply_overrides(demo(), overrides))
+    teacher = ["train", "--out", str(tmp_path / "t"), "--max-steps", "1", "--ema-decay", "0"]
+    assert main([*teacher, "--device", "cpu"]) == 0
+    check_printed_quality(capsys.readouterr().out.splitlines(), tmp_path / "t")
     argv = ["distill", "--teacher", str(tmp_path / "t"), "--direction", "AtoB", "--out", str(tmp_path / "s")]
     assert main([*argv, "--max-steps", "1", "--device", "cpu", "--report-size", "64"]) == 0
     out = capsys.readouterr().out
