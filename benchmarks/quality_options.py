@@ -16,8 +16,8 @@ distilled student (eager fp32) and the fp16 ONNX export on ONNX Runtime.
 
 Writes benchmarks/results/quality/<device>-<yyyymmdd>-<sha>.json (--out: elsewhere): the device, the
 environment, the command, the seed, the runs' configs and every option's numbers. These are quality
-figures, not speed figures: on a CPU the options run at the CPU's speed (the Triton interpreter very
-slowly), and nothing here is timed but the whole script.
+figures, not speed figures: the record's wall_s (per option, building it included, and for the whole
+script) says what the run cost, on a CPU mostly Triton's interpreter, and nothing else is timed.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ from benchmarks.report import ReportError, replace_between_markers
 from fastcycle.atomic import write_atomic
 
 START, END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
+# What the table reads from a record and from each of its options: checked before anything renders.
+RECORD_KEYS = ("created", "git_sha", "device_name", "env", "runs", "seed", "tiles", "command", "options")
+RECORD_KEYS += ("untranslated",)
+OPTION_KEYS = ("key", "label", "how", "psnr_vs_f_db", "fid", "kid")
+OPTION_KEYS += ("psnr_vs_eager_db", "max_diff_vs_eager", "values_differing", "values")
 
 
 def load(path: str | Path) -> dict:
@@ -34,9 +39,14 @@ def load(path: str | Path) -> dict:
         raise ReportError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise ReportError(f"{path}: not a {SCHEMA} record (written by python -m benchmarks.quality_options)")
-    rows = record.get("options")
+    if missing := [k for k in RECORD_KEYS if k not in record]:
+        raise ReportError(f"{path}: a {SCHEMA} record without {missing[0]}")
+    rows = record["options"]
     if not isinstance(rows, list) or not rows or rows[0].get("key") != "eager":
         raise ReportError(f"{path}: its options do not start with eager fp32, the baseline")
+    for row in rows:
+        if missing := [k for k in OPTION_KEYS if k not in row]:
+            raise ReportError(f"{path}: option {row.get('key', '?')} has no {missing[0]}")
     return record
 
 

@@ -49,15 +49,18 @@ def test_the_readme_table_renders_the_committed_record():
 
 def test_bad_input_is_one_line(tmp_path, capsys):
     (tmp_path / "speed.json").write_text('{"schema": 1}')  # the speed record's schema
+    (tmp_path / "part.json").write_text('{"schema": "quality-1", "created": "2026-12-05T00:00:00Z"}')
     (tmp_path / "README.md").write_text("no markers\n")
     record = quality_table.newest_per_device(quality_options.QUALITY_DIR)[0]
     assert quality_table.main([str(tmp_path / "speed.json")]) == 2
     assert quality_table.main([str(tmp_path / "none.json")]) == 2
+    assert quality_table.main([str(tmp_path / "part.json")]) == 2
     assert quality_table.main(["--readme", str(tmp_path / "README.md"), str(record)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3 and all(line.startswith("quality_table: error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("quality_table: error: ") for line in err)
     assert "not a quality-1 record" in err[0] and "none.json: cannot read" in err[1]
-    assert "needs one line <!-- quality-table:start -->" in err[2]
+    assert "part.json: a quality-1 record without git_sha" in err[2]
+    assert "needs one line <!-- quality-table:start -->" in err[3]
     assert (tmp_path / "README.md").read_text() == "no markers\n"
     with pytest.raises(SystemExit, match="quality_options: error: unknown option fast; choose from eager"):
         quality_options.main(["--options", "eager,fast"])
