@@ -64,7 +64,7 @@ def fid_against_target(
     items, where = target_images(root, cfg.data.direction, paired)
     items = items[:MAX_REAL]
     if len(items) < 2:
-        folder = "testB/" if cfg.data.direction == "AtoB" else "testA/"
+        folder = ("testB/" if cfg.data.direction == "AtoB" else "testA/") + (" or test/" if paired else "")
         return {"skipped": f"no test images of the target domain in {root} ({folder}, 2 or more)"}
     try:
         net, sha = demo.extractor(device)
