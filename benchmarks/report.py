@@ -175,13 +175,13 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_between_markers(text: str, body: str, name: str) -> str:
+def replace_between_markers(text: str, body: str, name: str, start: str = START, end: str = END) -> str:
     lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.strip() == START]
-    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    starts = [i for i, line in enumerate(lines) if line.strip() == start]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
         raise ReportError(
-            f"{name}: needs one line {START} and, after it, one line {END}; add them where the table goes"
+            f"{name}: needs one line {start} and, after it, one line {end}; add them where the table goes"
         )
     s, e = starts[0], ends[0]
     return "".join(lines[: s + 1]) + "\n" + body + "\n\n" + "".join(lines[e:])

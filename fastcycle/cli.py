@@ -48,7 +48,17 @@ DISTILL_FLAGS = {
     "data": ("preprocess", "load_size", "crop_size", "max_dataset_size", "num_workers", "loader"),
     "loader": ("prefetch", "cache_budget_gb"),
     "runtime": ("device", "amp", "amp_dtype", "channels_last", "compile", "kernels", "seed"),
-    "run": ("name", "out", "resume", "max_steps", "log_every", "sample_every", "save_every", "tensorboard"),
+    "run": (
+        "name",
+        "out",
+        "resume",
+        "max_steps",
+        "log_every",
+        "sample_every",
+        "save_every",
+        "tensorboard",
+        "report_fid",
+    ),
 }
 _FROM_TEACHER = {  # the flags whose default the student takes from its teacher
     "netG": "the mobile ResNet with the teacher's blocks for a ResNet teacher, else the teacher's",
@@ -166,6 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from fastcycle.data.demo import psnr_line
 
         print(psnr_line(*result.demo_psnr))  # the demo's one-line verdict, on stdout for scripts
+    if result.demo_quality is not None:
+        print("\n".join(result.demo_quality.lines()))
     return 0
 
 

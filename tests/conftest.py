@@ -38,13 +38,6 @@ _inductor_cpu_without_simd()
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _quality_cache(tmp_path_factory):
-    """The real-set feature cache of FID/KID (fastcycle.quality.realsets) in the session's temporary
-    folder, for this process and the ones its tests start: never the home folder, never a stale entry."""
-    os.environ["FASTCYCLE_CACHE"] = str(tmp_path_factory.mktemp("fastcycle-cache"))
-
-
 def session_env() -> dict[str, str]:
     """This process's environment without pytest-xdist's worker variables, for a `pytest` that a test
     starts: that run is a session of its own (pytest-benchmark turns itself off in an xdist worker)."""
@@ -62,6 +55,21 @@ def write_images(folder, n: int, size=(40, 36), seed: int = 0, ext: str = "png")
         Image.fromarray(arr).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fastcycle_cache(tmp_path_factory):
+    """FASTCYCLE_CACHE (the real image sets' Inception features, fastcycle.quality.realsets) in this
+    session's temporary folder, here and in the processes tests start: nothing lands in the user's cache
+    folder, and a set's features are computed once per session and read back after. The folder is the
+    session's, shared by its xdist workers (each under it has a basetemp of its own), whose entries
+    are written atomically."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "fastcycle-cache"
+    folder.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTCYCLE_CACHE", str(folder))
+        yield
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """The built-in demo: real photo tiles, a known A -> B map f, and a trained G_AB measurably close to f."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,14 @@ from PIL import Image
 from fastcycle.config import apply_overrides
 from fastcycle.data import demo as demo_data
 from fastcycle.data.plan import steps_per_epoch
+from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.presets import demo
+from fastcycle.quality.distances import compare
+from fastcycle.quality.features import inception_features
+from fastcycle.quality.realsets import images_in, read_images, real_features
+from fastcycle.quality.weights import find, load_inception
 from fastcycle.train import CycleGAN, train
+from fastcycle.trained import load_generator
 from tests.learning import assert_within
 from tests.test_train import model_env
 
@@ -57,6 +65,7 @@ def short_demo_run(out: Path, seed: int = 0) -> dict[str, float]:
     short a run still include the untrained weights), at `seed`: the held-out PSNR against f of the
     input itself (doing nothing, 17.0 dB), of the untrained generator and of the trained one."""
     overrides = dict(out=str(out), n_epochs=3, n_epochs_decay=3, ema_decay=0.0, sample_every=0, seed=seed)
+    overrides["report_fid"] = False  # PSNR against f is what these bounds are about
     cfg = apply_overrides(demo(), overrides)
     translated, untranslated = train(cfg).demo_psnr
     untrained = CycleGAN(cfg, model_env())
@@ -98,6 +107,7 @@ def test_unet_128_demo_run_ends_with_its_psnr_line(tmp_path):
     import sys
 
     flags = "--netG unet_128 --netD pixel --crop-size 128 --load-size 143 --ngf 2 --ndf 2 --max-steps 2"
+    flags += " --no-report-fid"  # the FID lines: check_printed_quality, on test_distill.py's demo teacher
     proc = subprocess.run(
         [sys.executable, "-m", "fastcycle", "train", *flags.split(), "--out", str(tmp_path / "run")],
         capture_output=True,
@@ -106,3 +116,60 @@ def test_unet_128_demo_run_ends_with_its_psnr_line(tmp_path):
     )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stdout.startswith("PSNR G_AB(a) vs f(a): ")
+
+
+# ---- FID and KID ---------------------------------------------------------------------------------
+
+QUALITY_LINE = re.compile(
+    r"^(?P<label>.+): FID (?P<fid>-?[\d.]+) \| KID (?P<kid>-?[\d.]+) \+- (?P<std>[\d.]+) x 1e-3 \| "
+    r"(?P<fake>\d+) vs (?P<real>\d+) images$"
+)
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    return demo_data.build(tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.mark.parametrize("nc", [3, 1])
+def test_the_true_map_scores_fid_zero_and_doing_nothing_does_not(demo_root, nc):
+    """A perfect G_AB (its output f(a) itself) against testB: FID 0, whether the real side comes from
+    testB's files through the cache (RGB) or from the converted tiles (gray); testA itself scores far
+    from 0. The first 6 tiles: the claim holds for any set, and 18 Inception passes cost ~2 s."""
+    held = demo_data.held_out(demo_root, nc, nc)
+    fields = ("a", "fa", "a_out", "paths_A", "paths_B")
+    held = dataclasses.replace(held, **{k: getattr(held, k)[:6] for k in fields})
+    q = demo_data.fid_scores(held, held.fa, CPU)
+    assert (q.translated.n_fake, q.translated.n_real, q.untranslated.n_fake) == (6, 6, 6)
+    assert abs(q.translated.fid) < 1e-6  # the same features on both sides: float64 rounding only
+    assert q.untranslated.fid > 1.0  # other images (f recolours every tile): far above that rounding
+
+
+def check_printed_quality(lines: list[str], run: Path) -> None:
+    """A demo run's last printed lines: after the PSNR line, FID and KID of G_AB(testA) and of testA
+    against testB, finite, and the numbers fastcycle.quality gives on the run's G_AB (as saved at its
+    last step, which a run without EMA evaluated) translating testA here. tests/test_distill.py's
+    demo teacher is such a run (one demo run serves both tests: ~40 s of Inception on one core)."""
+    assert lines[0].startswith("PSNR G_AB(a) vs f(a): ") and len(lines) == 3, lines
+    printed = {m["label"]: m for m in map(QUALITY_LINE.match, lines[1:])}
+    assert set(printed) == {"G_AB(testA) vs testB", "untranslated testA vs testB"}, lines
+    paths_A, paths_B = images_in(run / "demo_data" / "testA"), images_in(run / "demo_data" / "testB")
+    G = load_generator(run).eval()
+    a = torch.from_numpy(np.stack(list(read_images(paths_A)))).permute(0, 3, 1, 2)
+    with torch.no_grad():  # 16 at a time, as the run's evaluation batches them: the same float sums
+        fake = torch.cat([to_uint8(G(to_model_range(x))) for x in a.split(16)])
+    weights = find()
+    net = load_inception(weights.path)
+    # testA's and testB's features as real_features computes them from those files (the run's cached
+    # entries: fastcycle.quality keys them by the files' content; test_quality.py tests the cache).
+    (real, _), (base, _) = (real_features(p, net, weights.sha256) for p in (paths_B, paths_A))
+    fake_features = inception_features([x.permute(1, 2, 0).numpy() for x in fake], net)
+    for label, want in (
+        ("G_AB(testA) vs testB", compare(fake_features, real)),
+        ("untranslated testA vs testB", compare(base, real)),
+    ):
+        got = printed[label]
+        assert np.isfinite(want.fid) and int(got["fake"]) == int(got["real"]) == len(paths_A)
+        # Printed to 3 decimals (KID x 1e3): half a unit in the last place.
+        assert abs(float(got["fid"]) - want.fid) <= 5e-4 + 1e-9, (label, got["fid"], want.fid)
+        assert abs(float(got["kid"]) - want.kid * 1e3) <= 5e-4 + 1e-9, (label, got["kid"], want.kid)

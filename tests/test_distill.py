@@ -27,9 +27,15 @@ from fastcycle.export.backends import open_runner
 from fastcycle.export.command import ExportRequest, run_export
 from fastcycle.export.onnx import TENSORRT_OPS
 from fastcycle.export.parity import TOLERANCE
-from fastcycle.presets import dcgan, demo
+from fastcycle.presets import dcgan
+from fastcycle.quality.distances import compare
+from fastcycle.quality.features import inception_features
+from fastcycle.quality.realsets import images_in, real_features
+from fastcycle.quality.weights import find, load_inception
+from fastcycle.runner import TorchRunner
 from fastcycle.train import train
-from fastcycle.train.distill.data import held_out_images
+from fastcycle.train.distill import report as report_module
+from fastcycle.train.distill.data import held_out_images, read_listed, target_images
 from fastcycle.train.distill.features import FeatureAdapters, tap_points, tap_shapes
 from fastcycle.train.distill.measure import generator_cost, ssim
 from fastcycle.train.distill.report import REPORT_NAME, build_report, format_report, translate_images
@@ -37,6 +43,7 @@ from fastcycle.train.distill.teacher import read_teacher, student_config
 from fastcycle.train.families import build_model
 from fastcycle.trained import load_generator
 from tests.learning import assert_within
+from tests.test_demo import check_printed_quality
 from tests.test_train import model_env, tiny
 from tests.toy_data import _blobs
 
@@ -233,18 +240,41 @@ def test_a_student_exports_and_translates_like_any_run(teacher, tmp_path):
     assert rc == 0 and len(list((tmp_path / "out").glob("*.png"))) == 8
 
 
-def test_the_report_on_a_demo_teacher(tmp_path, capsys):
-    """A demo teacher (one step of `fastcycle train` without --data) and a one-step student: the report
-    has both generators' cost and speed, the held-out PSNR/SSIM and the PSNR against the true map f."""
-    train(apply_overrides(demo(), {"out": str(tmp_path / "t"), "max_steps": 1, "device": "cpu"}))
+def test_the_report_on_a_demo_teacher(tmp_path, capsys, monkeypatch):
+    """A demo teacher (one step of `fastcycle train` without --data, whose printed FID and KID
+    tests/test_demo.py's check_printed_quality checks) and a one-step student: the report has both
+    generators' cost and speed, the held-out PSNR/SSIM, the PSNR against the true map f, and both
+    generators' FID and KID against testB, the student's equal to fastcycle.quality's on the student's
+    own translations of the same images, computed here."""
+    monkeypatch.setattr(report_module, "MAX_IMAGES", 8)  # 8 held-out images: 16 Inception passes, not 86
+    teacher = ["train", "--out", str(tmp_path / "t"), "--max-steps", "1", "--ema-decay", "0"]
+    assert main([*teacher, "--device", "cpu"]) == 0
+    check_printed_quality(capsys.readouterr().out.splitlines(), tmp_path / "t")
     argv = ["distill", "--teacher", str(tmp_path / "t"), "--direction", "AtoB", "--out", str(tmp_path / "s")]
     assert main([*argv, "--max-steps", "1", "--device", "cpu", "--report-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "distillation report:" in out and "PSNR vs the demo's true map f(a)" in out
+    assert "FID/KID of the translations of the held-out images vs testB/:" in out
     report = json.loads((tmp_path / "s" / REPORT_NAME).read_text())
     assert report["student"]["netG"] == "mobile_resnet_6blocks" and report["student"]["ngf"] == 8
     assert report["teacher"]["macs"]["64"] > 4 * report["student"]["macs"]["64"]
-    assert report["held_out"]["where"] == "testA/" and report["held_out"]["images"] > 10
+    assert report["held_out"]["where"] == "testA/" and report["held_out"]["images"] == 8
+    fid = report["fid_vs_target"]
+    testB = images_in(tmp_path / "s" / "demo_data" / "testB")
+    assert fid["real"] == "testB/"
+    for name in ("teacher", "student"):
+        assert np.isfinite(fid[name]["fid"]) and (fid[name]["n_fake"], fid[name]["n_real"]) == (8, len(testB))
+        assert f"  {name}: FID {fid[name]['fid']:.3f} | KID" in out
+    runner = TorchRunner(load_generator(tmp_path / "s"), CPU)  # as the report runs the student
+    images = [img for _, img in held_out_images(tmp_path / "s", 8)[0]]
+    fakes = translate_images(runner, images, CPU, runner.size_multiple)
+    weights = find()
+    net = load_inception(weights.path)
+    real, _ = real_features(testB, net, weights.sha256)
+    want = compare(inception_features([x.permute(1, 2, 0).numpy() for x in fakes], net), real)
+    # The same pixels, features and float64 arithmetic on both sides: equal up to the last bits.
+    assert fid["student"]["fid"] == pytest.approx(want.fid, rel=1e-9, abs=1e-9)
+    assert fid["student"]["kid"] == pytest.approx(want.kid, rel=1e-9, abs=1e-12)
     assert set(report["images_per_s"]["batch_1"]) == {"teacher", "student"}
     assert report["demo_psnr_vs_f"]["untranslated"] == pytest.approx(
         17.0, abs=0.1
@@ -370,3 +400,20 @@ def test_a_pix2pix_teacher(tmp_path):
         SIDE,
         3,
     )
+
+
+def test_the_fid_real_side_is_the_target_domains_test_images(tmp_path):
+    """The report's FID/KID compares with the target domain's test images: testB/ for AtoB, testA/ for
+    BtoA, a pix2pix test/'s right halves (read_listed crops the half named); none without them."""
+    write_blobs(tmp_path / "cyc" / "testA", 3, seed=1)
+    write_blobs(tmp_path / "cyc" / "testB", 2, seed=2)
+    for direction, n, where in (("AtoB", 2, "testB/"), ("BtoA", 3, "testA/")):
+        items, found = target_images(tmp_path / "cyc", direction, paired=False)
+        assert (len(items), found) == (n, where) and all(half is None for _, half in items)
+    rng = np.random.default_rng(0)
+    left, right = (rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(2))
+    (tmp_path / "p2p" / "test").mkdir(parents=True)
+    Image.fromarray(np.concatenate([left, right], axis=1)).save(tmp_path / "p2p" / "test" / "0.png")
+    items, where = target_images(tmp_path / "p2p", "AtoB", paired=True)
+    assert where == "test/ (right halves)" and np.array_equal(read_listed(items, 3)[0][1], right)
+    assert target_images(tmp_path / "none", "AtoB", paired=False) == ([], "")

@@ -34,6 +34,7 @@ def tiny(**overrides):
         num_workers=0,
         sample_every=0,
         save_every=1000,
+        report_fid=False,  # the demo's FID/KID: ~5 s of Inception per run, tested in test_demo.py
     )
     return apply_overrides(cyclegan(), {**base, **overrides})
 

@@ -37,6 +37,7 @@ class TrainResult:
     losses: list[dict] = field(default_factory=list)  # every logged metrics line
     evals: list[dict] = field(default_factory=list)  # --eval-every: every evaluation's record (rank 0)
     demo_psnr: tuple[float, float] | None = None  # (translated, untranslated) dB, demo runs only
+    demo_quality: demo.DemoQuality | None = None  # FID/KID vs testB, demo runs with --report-fid only
     stopped_by: str | None = None  # "SIGINT"/"SIGTERM" when a signal ended the run early (saved)
 
 
@@ -162,7 +163,9 @@ def _train(cfg: TrainConfig, env: RunEnv, state: dict | None) -> TrainResult:
     log(f"done: {step} steps; checkpoint {env.run_dir / CHECKPOINT_NAME}")
     if cfg.data.data is None and dist.is_main and cfg.model.model == "cycle_gan":
         m = cfg.model
-        result.demo_psnr = demo.evaluate(
-            model.generator("AtoB"), source.root, env.device, env.precision.dtype, m.input_nc, m.output_nc
-        )
+        held = demo.held_out(source.root, m.input_nc, m.output_nc)
+        fake = demo.translate_tiles(model.generator("AtoB"), held.a, env.device, env.precision.dtype)
+        result.demo_psnr = demo.psnr_scores(held, fake)
+        if run.report_fid:
+            result.demo_quality = demo.fid_scores(held, fake, env.device)
     return result

@@ -21,7 +21,7 @@ def run_distill(
         if teacher:
             raise UserError("--report RUN compares the run with its own teacher; drop --teacher")
         device = resolve_device(overrides.get("device", "auto"))
-        return [format_report(build_report(report_run, device, report_size))]
+        return [format_report(build_report(report_run, device, report_size, overrides.get("report_fid")))]
     if not teacher:
         raise UserError(
             "`fastcycle distill` needs --teacher RUN (a CycleGAN or pix2pix run), or --report RUN"

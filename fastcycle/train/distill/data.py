@@ -7,7 +7,9 @@ which only the optional discriminator reads.
 Held-out images for the report: the teacher's test images of the input domain when the dataset has
 them (testA for AtoB; pix2pix: test/ A|B images or testA/), else the last tenth of the training
 images in file order, kept out of training (fastcycle.train.heldout's convention). `held_out.json`
-in the run folder lists them, so the report reads exactly these.
+in the run folder lists them, so the report reads exactly these. The real side of the report's FID and
+KID is the target domain's test images (testB for AtoB; pix2pix: test/'s right halves or testB/), which
+neither generator trained on.
 """
 
 from __future__ import annotations
@@ -94,15 +96,29 @@ def held_out_images(run_dir: Path, limit: int = 0, nc: int = 3) -> tuple[list[tu
     if not path.is_file():
         raise UserError(f"{run_dir} has no {HELD_OUT_NAME}; is it a `fastcycle distill` run?")
     listing = json.loads(path.read_text())
+    items = [(item["path"], item["half"]) for item in listing["images"][: limit or None]]
+    return read_listed(items, nc), listing["where"]
+
+
+def read_listed(items: list[tuple[str, str | None]], nc: int) -> list[tuple[str, np.ndarray]]:
+    """(path, half) items -> (name, (H, W, nc) uint8), the named half of an A|B image cropped out;
+    unreadable files are left out."""
     out = []
-    for item in listing["images"][: limit or None]:
+    for path, half in items:
         try:
-            img = load_image(Path(item["path"]), nc)
+            img = load_image(Path(path), nc)
         except OSError:
             continue
-        if item["half"]:
+        if half:
             w, h = img.size
-            img = img.crop((0, 0, w // 2, h) if item["half"] == "left" else (w // 2, 0, w, h))
+            img = img.crop((0, 0, w // 2, h) if half == "left" else (w // 2, 0, w, h))
         arr = np.asarray(img)
-        out.append((Path(item["path"]).name, arr[..., None] if arr.ndim == 2 else arr))
-    return out, listing["where"]
+        out.append((Path(path).name, arr[..., None] if arr.ndim == 2 else arr))
+    return out
+
+
+def target_images(root: Path, direction: str, paired: bool) -> tuple[list[tuple[str, str | None]], str]:
+    """(path, half) of the target domain's test images under the data root `root`, and where they are:
+    the real images the report's FID and KID compare both generators' translations with; ([], "") when
+    the dataset has none."""
+    return test_images(Path(root), "B" if direction == "AtoB" else "A", paired)

@@ -5,7 +5,8 @@ multiply-adds of both generators (at the run's crop size and at the report size)
 by side with the same backend (PyTorch eager, fp32) on this machine, at batch 1 and 8 (32 on a GPU),
 and the student's PSNR and SSIM against the teacher on the run's held-out images (at most
 MAX_IMAGES, each at its own size); for a demo teacher, also both generators' PSNR against the demo's
-true map f.
+true map f. With --report-fid (on by default), both generators' FID and KID: their translations of
+the held-out images against the target domain's test images (testB for AtoB), which neither trained on.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from fastcycle.config import TrainConfig
 from fastcycle.data import demo
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
+from fastcycle.quality.distances import Quality, compare, statistics
+from fastcycle.quality.features import inception_features
 from fastcycle.runner import Runner, TorchRunner, run_padded
-from fastcycle.train.distill.data import held_out_images
+from fastcycle.train.distill.data import held_out_images, read_listed, target_images
 from fastcycle.train.distill.measure import generator_cost, images_per_second, ssim
 from fastcycle.train.distill.teacher import load_teacher, teacher_generator
 from fastcycle.trained import read_generator_file
 
 REPORT_NAME = "distill_report.json"
 MAX_IMAGES = 100  # held-out images compared (the first, in file order)
+MAX_REAL = 1000  # target test images FID/KID compare with: ~2 min of features on a CPU, cached after
 
 
 def _load_average() -> float | None:
@@ -51,8 +55,36 @@ def translate_images(
     return out
 
 
-def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> dict:
-    """Measure the student of `run_dir` against its teacher; writes and returns the report."""
+def fid_against_target(
+    cfg: TrainConfig, run_dir: Path, paired: bool, translations: dict[str, list[torch.Tensor]], device
+) -> dict:
+    """FID and KID of each generator's translations (name -> (C, H, W) uint8 images) against the target
+    domain's test images: {"real": where, "teacher": Quality.as_dict(), ...} or {"skipped": why}."""
+    root = Path(cfg.data.data) if cfg.data.data is not None else run_dir / "demo_data"
+    items, where = target_images(root, cfg.data.direction, paired)
+    items = items[:MAX_REAL]
+    if len(items) < 2:
+        folder = ("testB/" if cfg.data.direction == "AtoB" else "testA/") + (" or test/" if paired else "")
+        return {"skipped": f"no test images of the target domain in {root} ({folder}, 2 or more)"}
+    try:
+        net, sha = demo.extractor(device)
+    except UserError as e:  # the distillation itself succeeded: the report says what is missing
+        return {"skipped": str(e)}
+    nc = cfg.model.output_nc
+    if nc == 3 and not any(half for _, half in items):  # whole files: features cached by content
+        real = demo.folder_features([Path(p) for p, _ in items], nc, net, sha)
+    else:
+        real = inception_features((img for _, img in read_listed(items, nc)), net)
+    stats = statistics(real)  # shared by both generators' comparisons
+    out: dict = {"real": where}
+    for name, images in translations.items():
+        out[name] = compare(inception_features(demo.hwc(images), net), real, stats).as_dict()
+    return out
+
+
+def build_report(run_dir: str | Path, device: torch.device, size: int = 256, fid: bool | None = None) -> dict:
+    """Measure the student of `run_dir` against its teacher; writes and returns the report. fid: whether
+    to measure FID and KID (None: as the run was configured, --report-fid)."""
     run_dir = Path(run_dir)
     student = read_generator_file(run_dir)  # UserError for a folder without a fastcycle checkpoint
     if student.model != "distill":
@@ -99,6 +131,10 @@ def build_report(run_dir: str | Path, device: torch.device, size: int = 256) -> 
             "psnr_vs_teacher": float(np.mean([demo.psnr(s[None], t[None]).item() for s, t in pairs])),
             "ssim_vs_teacher": float(np.mean([ssim(s[None], t[None]).item() for s, t in pairs])),
         }
+        if cfg.run.report_fid if fid is None else fid:
+            paired = t.model.model == "pix2pix"
+            outputs = {"teacher": theirs, "student": ours}
+            report["fid_vs_target"] = fid_against_target(cfg, run_dir, paired, outputs, device)
     demo_root = run_dir / "demo_data"
     if cfg.data.data is None and direction == "AtoB" and demo_root.is_dir():  # the demo: f is known
         (t_db, base), (s_db, _) = (
@@ -139,6 +175,13 @@ def format_report(r: dict) -> str:
             f"student vs teacher on {h['images']} held-out images ({h['where']}): "
             f"PSNR {h['psnr_vs_teacher']:.2f} dB, SSIM {h['ssim_vs_teacher']:.4f}"
         )
+    if "fid_vs_target" in r:
+        q = r["fid_vs_target"]
+        if "skipped" in q:
+            lines.append(f"FID/KID not measured: {q['skipped']}")
+        else:
+            lines.append(f"FID/KID of the translations of the held-out images vs {q['real']}:")
+            lines += [f"  {Quality(**q[name]).line(name)}" for name in ("teacher", "student")]
     if "demo_psnr_vs_f" in r:
         d = r["demo_psnr_vs_f"]
         lines.append(
