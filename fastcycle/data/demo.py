@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from fastcycle.atomic import write_folder_atomic
-from fastcycle.data.folders import convert_channels, list_images, load_image
+from fastcycle.data.folders import convert_channels, list_images
 from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
 from fastcycle.models import eval_mode
@@ -189,18 +189,6 @@ def hwc(images: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
     return [np.ascontiguousarray(x.permute(1, 2, 0).numpy()) for x in images]
 
 
-def folder_features(paths: list[Path], nc: int, net: InceptionV3, weights_sha256: str) -> np.ndarray:
-    """Real images' features as a generator with `nc` output channels would be compared with them: the
-    files as stored for RGB (then cached by content: the same set costs once per machine), their
-    luminance for grayscale (converted as the loaders convert, computed each time)."""
-    if nc == 3:
-        return real_features(paths, net, weights_sha256)[0]
-    try:
-        return inception_features((np.asarray(load_image(p, nc)) for p in paths), net)
-    except OSError as e:
-        raise UserError(f"cannot read a real image ({e}); remove it or fix it") from None
-
-
 def fid_scores(
     held: HeldOut, fake: torch.Tensor, device: torch.device, inception: tuple[InceptionV3, str] | None = None
 ) -> DemoQuality:
@@ -212,7 +200,7 @@ def fid_scores(
         return DemoQuality(skipped=str(e))
     nc = held.fa.shape[1]
     if nc == 3:  # testB's and testA's files are these very pixels: their features come from the cache
-        real, base = (folder_features(p, nc, net, sha) for p in (held.paths_B, held.paths_A))
+        real, base = (real_features(p, net, sha)[0] for p in (held.paths_B, held.paths_A))
     else:
         real, base = (inception_features(hwc(x), net) for x in (held.fa, held.a_out))
     fake_features = inception_features(hwc(fake), net)

@@ -25,6 +25,7 @@ from fastcycle.data.transforms import to_model_range, to_uint8
 from fastcycle.errors import UserError
 from fastcycle.quality.distances import Quality, compare, statistics
 from fastcycle.quality.features import inception_features
+from fastcycle.quality.realsets import real_features
 from fastcycle.runner import Runner, TorchRunner, run_padded
 from fastcycle.train.distill.data import held_out_images, read_listed, target_images
 from fastcycle.train.distill.measure import generator_cost, images_per_second, ssim
@@ -72,7 +73,7 @@ def fid_against_target(
         return {"skipped": str(e)}
     nc = cfg.model.output_nc
     if nc == 3 and not any(half for _, half in items):  # whole files: features cached by content
-        real = demo.folder_features([Path(p) for p, _ in items], nc, net, sha)
+        real = real_features([Path(p) for p, _ in items], net, sha)[0]
     else:
         real = inception_features((img for _, img in read_listed(items, nc)), net)
     stats = statistics(real)  # shared by both generators' comparisons
