@@ -11,7 +11,6 @@ nothing (a reference .pth, a .pt2 or a .plan).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,7 +94,8 @@ def open_translator(g: Generator, req: Any, device: torch.device, warn: Callable
         architecture=req.generator_kw,
         max_batch=req.batch_size,
         say=warn,
-        **translate_options(req),
+        # 8-bit translations whatever the input: FID's images are 8-bit
+        **req.translate_options(output_bits=8),
     )
 
 
@@ -169,16 +169,3 @@ def _recorded(path: Path) -> tuple[str, bool]:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("fastcycle.direction", DIRECTIONS[0]), False
     return DIRECTIONS[0], False
-
-
-def translate_options(req: Any) -> dict[str, Any]:
-    """TranslateOptions' fields from a request holding them by name (--memory-limit parsed); 8-bit
-    output whatever the input, as FID's images are 8-bit."""
-    from fastcycle.export.translate import parse_bytes
-    from fastcycle.translator import TranslateOptions
-
-    names = {f.name for f in dataclasses.fields(TranslateOptions)} - {"output_bits"}
-    options = {name: getattr(req, name) for name in names}
-    if options["memory_limit"] is not None:
-        options["memory_limit"] = parse_bytes(options["memory_limit"])
-    return options | {"output_bits": 8}

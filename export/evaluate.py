@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcycle.errors import UserError
+from fastcycle.export.translate import SizeFlags
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +36,7 @@ DECODE_THREADS = 4  # image decoding ahead of the networks (PIL releases the GIL
 
 
 @dataclass
-class EvalRequest:
+class EvalRequest(SizeFlags):
     """`fastcycle eval`'s flags (their defaults and help: fastcycle.cli_generators)."""
 
     checkpoint: str | None = None  # a run, checkpoint, reference .pth, .safetensors or an exported file
@@ -55,15 +56,6 @@ class EvalRequest:
     kid_subset_size: int | None = None  # None: likewise
     json_path: str | None = None  # None: default_json_path(request)
     generator_kw: dict[str, Any] = field(default_factory=dict)  # a reference .pth's architecture
-    # fastcycle.translator.TranslateOptions' fields, by the same names (output_bits: always 8, as FID's
-    # images are 8-bit):
-    memory_limit: str | None = None  # "8G", "512M", "1.5" (GiB); None: free device memory or half the RAM
-    tile: int | None = None
-    tile_overlap: int | None = None
-    load_size: int | None = None
-    max_side: int | None = None
-    keep_size: bool = False
-    scratch_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,33 @@ if TYPE_CHECKING:
 _UNITS = {"": 2**30, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
+@dataclass(kw_only=True)
+class SizeFlags:
+    """fastcycle.translator.TranslateOptions' fields as the flags of translate and eval give them, by
+    the same names, less output_bits, which each command sets its own way."""
+
+    memory_limit: str | None = None  # "8G", "512M", "1.5" (GiB); None: free device memory or half the RAM
+    tile: int | None = None
+    tile_overlap: int | None = None
+    load_size: int | None = None
+    max_side: int | None = None
+    keep_size: bool = False
+    scratch_dir: str | None = None
+
+    def translate_options(self, output_bits: int | None) -> dict[str, Any]:
+        """TranslateOptions' keyword arguments: these fields with --memory-limit parsed to bytes, and
+        output_bits. Named from TranslateOptions, so a field it gains and these lack fails here."""
+        from fastcycle.translator import TranslateOptions
+
+        names = {f.name for f in dataclasses.fields(TranslateOptions)} - {"output_bits"}
+        options = {name: getattr(self, name) for name in names}
+        if self.memory_limit is not None:
+            options["memory_limit"] = parse_bytes(self.memory_limit)
+        return options | {"output_bits": output_bits}
+
+
 @dataclass
-class TranslateRequest:
+class TranslateRequest(SizeFlags):
     """`fastcycle translate`'s flags (their defaults and help: fastcycle.cli)."""
 
     checkpoint: str  # a run, checkpoint or reference .pth, or an exported .onnx, .plan or .pt2 file
@@ -50,15 +75,7 @@ class TranslateRequest:
     html: bool
     kernels: str  # auto, torch or triton
     generator_kw: dict[str, Any]  # the architecture of a reference .pth: netG, ngf, norm, dropout, ...
-    # fastcycle.translator.TranslateOptions' fields, by the same names (memory_limit parsed here):
-    memory_limit: str | None = None  # "8G", "512M", "1.5" (GiB); None: free device memory or half the RAM
-    tile: int | None = None
-    tile_overlap: int | None = None
-    load_size: int | None = None
-    max_side: int | None = None
-    keep_size: bool = False
-    output_bits: int | None = None
-    scratch_dir: str | None = None
+    output_bits: int | None = None  # 8 or 16 bits per channel; None: the input's
     frames_dir: str | None = None
     loader: str = "pyav"  # video decoding: pyav (FFmpeg on the CPU) or dali (NVDEC)
     skip_existing: bool = False  # leave inputs whose output exists: a killed run's re-run
@@ -188,11 +205,8 @@ def _open_translators(
     from fastcycle.export.backends import resolve_backend
     from fastcycle.export.translator import load_translator
     from fastcycle.trained import read_generator_file
-    from fastcycle.translator import TranslateOptions
 
-    options = {f.name: getattr(req, f.name) for f in dataclasses.fields(TranslateOptions)}
-    if req.memory_limit is not None:
-        options["memory_limit"] = parse_bytes(req.memory_limit)
+    options = req.translate_options(req.output_bits)
     common = {"device": device, "amp": req.amp, "kernels": req.kernels, "say": warn, **options}
     source: Any = req.checkpoint
     torch_run = resolve_backend(req.backend, req.checkpoint) == "torch"
